@@ -1,0 +1,197 @@
+/* The public allocation entry points and their fast paths.
+ *
+ * malloc: size class -> the heap's current span for it -> first free bit.
+ * free:   registry byte -> segment header -> span descriptor; the owner
+ *         sets the block's bit, anyone else pushes it on the span's
+ *         thread_free list. No lock, no system call, no shared cache line
+ *         written on either fast path. */
+#include "internal.h"
+
+#include <errno.h>
+#include <malloc.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+static TM_NOINLINE void *tm_malloc_big(size_t size, bool zero) {
+  if (size > PTRDIFF_MAX) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  tm_init();
+  if (size <= tm_huge_threshold) {
+    void *p = tm_large_alloc(size, TM_ALIGN);
+    if (p) {
+      if (zero) memset(p, 0, size);
+      return p;
+    }
+  }
+  return tm_huge_alloc(size, TM_ALIGN, zero); /* fresh mappings are zero */
+}
+
+TM_INLINE void *tm_malloc_inline(size_t size) {
+  if (TM_LIKELY(size <= TM_SMALL_MAX)) {
+    tm_heap *h = tm_heap_tls;
+    unsigned c = tm_size_class(size);
+    void *p = tm_span_pop(h->cur[c]);
+    if (TM_LIKELY(p != NULL)) {
+#if TIDE_DEBUG
+      memset(p, 0xa5, h->cur[c]->block_size);
+#endif
+      return p;
+    }
+    return tm_alloc_slow(h, c);
+  }
+  return tm_malloc_big(size, false);
+}
+
+void *tm_malloc(size_t size) { return tm_malloc_inline(size); }
+
+TM_API void *malloc(size_t size) { return tm_malloc_inline(size); }
+
+static TM_NOINLINE void tm_free_local_bad(void *p, tm_span *s) {
+  uint32_t idx;
+  if (tm_span_block_index(s, p, &idx))
+    tm_report_invalid("free", p, "double free");
+  else
+    tm_report_invalid("free", p, "invalid pointer");
+}
+
+TM_INLINE void tm_free_inline(void *p) {
+  if (TM_UNLIKELY(tm_registry_get((uintptr_t)p) != TM_REG_SEGMENT)) {
+    tm_free_slow(p, "free"); /* NULL, far huge blocks, foreign pointers */
+    return;
+  }
+  tm_span *s = tm_span_of(tm_segment_base(p), p);
+  tm_heap *h = tm_heap_tls;
+  if (TM_LIKELY(atomic_load_explicit(&s->heap, memory_order_relaxed) == h)) {
+    uint64_t off = (uint64_t)((uintptr_t)p - (uintptr_t)s->start);
+    uint32_t idx = (uint32_t)((off * s->div_magic) >> TM_DIV_SHIFT);
+    unsigned wi = idx >> 6;
+    uint64_t bit = (uint64_t)1 << (idx & 63);
+    if (TM_LIKELY((uint64_t)idx * s->block_size == off && idx < s->capacity && !(s->bits[wi] & bit))) {
+#if TIDE_DEBUG
+      memset(p, 0xdf, s->block_size);
+#endif
+      s->bits[wi] |= bit;
+      s->summary |= (uint64_t)1 << wi;
+      if (TM_UNLIKELY(--s->used == 0 || s->queue == TM_Q_FULL)) tm_free_local_event(h, s);
+      return;
+    }
+    tm_free_local_bad(p, s);
+    return;
+  }
+  tm_free_other(p, s, "free");
+}
+
+void tm_free(void *p) { tm_free_inline(p); }
+
+TM_API void free(void *p) { tm_free_inline(p); }
+
+TM_API void free_sized(void *p, size_t size) {
+  (void)size;
+  tm_free_inline(p);
+}
+
+TM_API void free_aligned_sized(void *p, size_t align, size_t size) {
+  (void)align;
+  (void)size;
+  tm_free_inline(p);
+}
+
+TM_API void cfree(void *p) { tm_free_inline(p); }
+
+TM_API void *calloc(size_t n, size_t size) {
+  size_t total;
+  if (__builtin_mul_overflow(n, size, &total)) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  if (total > TM_SMALL_MAX) return tm_malloc_big(total, true);
+  void *p = tm_malloc_inline(total);
+  if (p) memset(p, 0, total);
+  return p;
+}
+
+size_t tm_usable_size(const void *p) {
+  tm_segment *seg = tm_segment_of(p);
+  if (!seg) return 0;
+  tm_span *s = tm_span_of(seg, p);
+  switch (tm_span_kind(s)) {
+    case TM_SPAN_SMALL: {
+      uint32_t idx;
+      return tm_span_block_index(s, p, &idx) ? s->block_size : 0;
+    }
+    case TM_SPAN_LARGE:
+    case TM_SPAN_HUGE:
+      return p == s->start ? s->large_size : 0;
+    default:
+      return 0;
+  }
+}
+
+TM_API size_t malloc_usable_size(void *p) { return p ? tm_usable_size(p) : 0; }
+
+static void *tm_realloc_move(void *p, size_t old_usable, size_t size) {
+  void *q = tm_malloc_inline(size);
+  if (!q) return NULL; /* errno is ENOMEM; p stays valid */
+  memcpy(q, p, old_usable < size ? old_usable : size);
+  tm_free_inline(p);
+  return q;
+}
+
+TM_API void *realloc(void *p, size_t size) {
+  if (!p) return tm_malloc_inline(size);
+  if (size == 0) {
+    tm_free_inline(p);
+    return NULL;
+  }
+  if (size > PTRDIFF_MAX) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  tm_segment *seg = tm_segment_of(p);
+  tm_span *s = seg ? tm_span_of(seg, p) : NULL;
+  unsigned kind = s ? tm_span_kind(s) : TM_SPAN_NONE;
+  uint32_t idx;
+  switch (kind) {
+    case TM_SPAN_SMALL:
+      if (!tm_span_block_index(s, p, &idx)) break;
+      /* keep the block while the new size still uses at least half of it */
+      if (size <= s->block_size && (size > s->block_size / 2 || s->block_size <= 128)) return p;
+      return tm_realloc_move(p, s->block_size, size);
+    case TM_SPAN_LARGE:
+      if (p != s->start) break;
+      if (size > TM_SMALL_MAX && size <= tm_huge_threshold && tm_large_resize(s, size)) return p;
+      return tm_realloc_move(p, s->large_size, size);
+    case TM_SPAN_HUGE:
+      if (p != s->start) break;
+      if (size > tm_huge_threshold) {
+        void *q = tm_huge_realloc(tm_segment_base(s), s, p, size);
+        if (q) return q;
+      }
+      return tm_realloc_move(p, s->large_size, size);
+    default:
+      break;
+  }
+  tm_report_invalid("realloc", p, "invalid pointer");
+  errno = EINVAL;
+  return NULL;
+}
+
+TM_API void *reallocarray(void *p, size_t n, size_t size) {
+  size_t total;
+  if (__builtin_mul_overflow(n, size, &total)) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  return realloc(p, total);
+}
+
+/* glibc-internal names some programs and libraries call directly. */
+TM_ALIAS_BEGIN
+TM_API void *__libc_malloc(size_t size) __attribute__((alias("malloc")));
+TM_API void __libc_free(void *p) __attribute__((alias("free")));
+TM_API void *__libc_calloc(size_t n, size_t size) __attribute__((alias("calloc")));
+TM_API void *__libc_realloc(void *p, size_t size) __attribute__((alias("realloc")));
+TM_ALIAS_END

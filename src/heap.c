@@ -1,0 +1,473 @@
+/* Thread heaps: the owner side of every small span, the slow paths behind
+ * malloc and free, thread exit, fork, and initialization.
+ *
+ * A heap is owned by one thread. Its spans are on exactly one of: cur[class]
+ * (allocation happens there), partial[class] (has free blocks), full (none at
+ * last look). Other threads never touch these lists: they push freed blocks on
+ * a span's thread_free list and the span on the owner's remote_spans list,
+ * which the owner drains on its slow path. */
+#include "internal.h"
+
+#include <errno.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+tm_span tm_empty_span; /* summary 0: every pop fails and takes the slow path */
+
+#define TM_EMPTY_CUR {[0 ... TM_NUM_CLASSES - 1] = &tm_empty_span}
+
+tm_heap tm_heap_empty = {.cur = TM_EMPTY_CUR, .state = TM_HEAP_UNINIT};
+static tm_heap tm_heap_exiting = {.cur = TM_EMPTY_CUR, .state = TM_HEAP_EXITING};
+/* Serves threads whose own heap was already torn down (late TLS destructors,
+ * libc's thread teardown). Protected by tm_shared_lock. */
+static tm_heap tm_heap_shared = {.cur = TM_EMPTY_CUR, .state = TM_HEAP_ACTIVE};
+static tm_lock_t tm_shared_lock = TM_LOCK_INIT;
+
+__thread tm_heap *tm_heap_tls __attribute__((tls_model("initial-exec"))) = &tm_heap_empty;
+
+static tm_heap *_Atomic tm_all_heaps;
+static tm_heap *tm_heap_pool; /* global lock */
+static pthread_key_t tm_thread_key;
+static atomic_int tm_late_state; /* 0 not done, 1 in progress, 2 done */
+
+/* ---- span queues --------------------------------------------------------- */
+static void tm_queue_push_front(tm_queue *q, tm_span *s) {
+  s->prev = NULL;
+  s->next = q->first;
+  if (q->first)
+    q->first->prev = s;
+  else
+    q->last = s;
+  q->first = s;
+}
+
+static void tm_queue_remove(tm_queue *q, tm_span *s) {
+  if (s->prev)
+    s->prev->next = s->next;
+  else
+    q->first = s->next;
+  if (s->next)
+    s->next->prev = s->prev;
+  else
+    q->last = s->prev;
+  s->next = s->prev = NULL;
+}
+
+/* ---- remote frees -------------------------------------------------------- */
+/* Called by a thread that does not own s. The owner is told before the block
+ * is pushed: once the block is on thread_free this thread must not touch the
+ * span again, since the owner may retire it and the segment may go away. */
+bool tm_free_block_remote(tm_span *s, void *p) {
+  tm_heap *h = atomic_load_explicit(&s->heap, memory_order_acquire);
+  if (h && !atomic_load_explicit(&s->notified, memory_order_relaxed)) {
+    unsigned expect = 0;
+    if (atomic_compare_exchange_strong(&s->notified, &expect, 1)) {
+      tm_span *head = atomic_load_explicit(&h->remote_spans, memory_order_relaxed);
+      do {
+        s->remote_next = head;
+      } while (!atomic_compare_exchange_weak_explicit(&h->remote_spans, &head, s, memory_order_release,
+                                                      memory_order_relaxed));
+    }
+  }
+  tm_block *b = p;
+  tm_block *head = atomic_load_explicit(&s->thread_free, memory_order_relaxed);
+  do {
+    b->next = head;
+  } while (!atomic_compare_exchange_weak_explicit(&s->thread_free, &head, b, memory_order_release,
+                                                  memory_order_relaxed));
+  return true;
+}
+
+static void tm_heap_reconsider(tm_heap *h, tm_span *s);
+
+static void tm_heap_process_remote(tm_heap *h) {
+  if (!atomic_load_explicit(&h->remote_spans, memory_order_relaxed)) return;
+  tm_span *list = atomic_exchange_explicit(&h->remote_spans, NULL, memory_order_acquire);
+  while (list) {
+    tm_span *s = list;
+    list = s->remote_next;
+    atomic_store_explicit(&s->notified, 0, memory_order_release);
+    /* the notice may be stale: the span may have changed hands since */
+    if (atomic_load_explicit(&s->heap, memory_order_relaxed) == h && tm_span_kind(s) == TM_SPAN_SMALL &&
+        s->queue != TM_Q_NONE) {
+      tm_span_collect(s);
+      tm_heap_reconsider(h, s);
+    }
+  }
+}
+
+/* After frees landed in s: a full span becomes available again; an empty
+ * span that is not the current one is retired unless it is the only spare
+ * span of its class (kept to avoid churn at a boundary). */
+static void tm_heap_reconsider(tm_heap *h, tm_span *s) {
+  tm_queue *pq = &h->partial[s->size_class];
+  if (s->queue == TM_Q_FULL) {
+    if (!s->summary && !tm_span_refresh(s)) return;
+    tm_queue_remove(&h->full, s);
+    s->queue = TM_Q_PARTIAL;
+    tm_queue_push_front(pq, s);
+  }
+  if (s->queue == TM_Q_PARTIAL && s->used == 0 && pq->first != pq->last) {
+    tm_queue_remove(pq, s);
+    s->queue = TM_Q_NONE;
+    tm_span_retire(s);
+  }
+}
+
+void tm_free_local_event(tm_heap *h, tm_span *s) {
+  h->in_slow = 1;
+  tm_heap_reconsider(h, s);
+  h->in_slow = 0;
+}
+
+/* ---- refilling a size class ---------------------------------------------- */
+/* Among the first few partial spans, take the fullest one: allocation goes
+ * where blocks already live, so that emptier spans drain and get retired. */
+static tm_span *tm_heap_pick_partial(tm_heap *h, unsigned c) {
+  tm_queue *q = &h->partial[c];
+  tm_span *best = NULL;
+  unsigned looked = 0;
+  for (tm_span *s = q->first, *next; s && looked < 8; s = next, looked++) {
+    next = s->next;
+    tm_span_collect(s);
+    if (!tm_span_refresh(s)) {
+      tm_queue_remove(q, s);
+      s->queue = TM_Q_FULL;
+      tm_queue_push_front(&h->full, s);
+      continue;
+    }
+    if (!best || s->used > best->used) best = s;
+  }
+  if (best) tm_queue_remove(q, best);
+  return best;
+}
+
+static tm_span *tm_heap_adopt_orphan(tm_heap *h, unsigned c) {
+  for (int tries = 0; tries < 4; tries++) {
+    tm_lock(&tm_global_lock);
+    tm_span *s = tm_orphan_take(c);
+    tm_unlock(&tm_global_lock);
+    if (!s) return NULL;
+    atomic_store_explicit(&s->heap, h, memory_order_release);
+    tm_span_collect(s);
+    if (tm_span_refresh(s)) return s;
+    s->queue = TM_Q_FULL;
+    tm_queue_push_front(&h->full, s);
+  }
+  return NULL;
+}
+
+static tm_span *tm_heap_new_span(tm_heap *h, unsigned c) {
+  unsigned n = tm_class_slices(c);
+  tm_lock(&tm_global_lock);
+  tm_span *s = tm_slices_alloc(n);
+  tm_unlock(&tm_global_lock);
+  if (!s) return NULL;
+  tm_span_init_small(s, c, h);
+  TM_STAT_ADD(span_bytes, (size_t)n << TM_SLICE_SHIFT);
+  return s;
+}
+
+static tm_span *tm_heap_refill(tm_heap *h, unsigned c) {
+  tm_span *s = h->cur[c];
+  if (s != &tm_empty_span) {
+    tm_span_collect(s);
+    if (tm_span_refresh(s)) return s;
+    s->queue = TM_Q_FULL;
+    tm_queue_push_front(&h->full, s);
+    h->cur[c] = &tm_empty_span;
+  }
+  tm_heap_process_remote(h);
+  s = tm_heap_pick_partial(h, c);
+  if (!s) s = tm_heap_adopt_orphan(h, c);
+  if (!s) s = tm_heap_new_span(h, c);
+  if (!s) return NULL;
+  s->queue = TM_Q_CURRENT;
+  h->cur[c] = s;
+  return s;
+}
+
+static void *tm_heap_alloc_slow(tm_heap *h, unsigned c) {
+  h->in_slow = 1;
+#if TIDE_DEBUG
+  if ((++h->slow_count & 255) == 0 && tm_heap_check(h) != 0)
+    tm_report_invalid("malloc", h, "heap consistency check failed for heap");
+#endif
+  tm_span *s = tm_heap_refill(h, c);
+  void *p = s ? tm_span_pop(s) : NULL;
+  h->in_slow = 0;
+  if (!p) errno = ENOMEM;
+  return p;
+}
+
+/* ---- thread heaps: creation, exit, reuse ---------------------------------- */
+static void tm_thread_done(void *value);
+static void tm_fork_child(void);
+
+static bool tm_is_main_thread(void) {
+  return syscall(SYS_gettid) == getpid();
+}
+
+/* Things that need libc up and running: the thread-exit key and the fork
+ * handler. Done from the constructor, or by the first other thread. */
+static void tm_late_init(void) {
+  int expect = 0;
+  if (atomic_compare_exchange_strong(&tm_late_state, &expect, 1)) {
+    tm_options_load();
+    pthread_key_create(&tm_thread_key, tm_thread_done);
+    pthread_atfork(NULL, NULL, tm_fork_child);
+    atomic_store(&tm_late_state, 2);
+    return;
+  }
+  while (atomic_load(&tm_late_state) != 2) sched_yield();
+}
+
+static void tm_heap_reset(tm_heap *h) {
+  for (unsigned c = 0; c < TM_NUM_CLASSES; c++) {
+    h->cur[c] = &tm_empty_span;
+    h->partial[c].first = h->partial[c].last = NULL;
+  }
+  h->full.first = h->full.last = NULL;
+  h->in_slow = 0;
+}
+
+static tm_heap *tm_heap_new_for_thread(void) {
+  tm_init();
+  tm_lock(&tm_global_lock);
+  tm_heap *h = tm_heap_pool;
+  if (h) {
+    tm_heap_pool = h->next_pool;
+  } else {
+    h = tm_meta_alloc(sizeof(tm_heap));
+  }
+  tm_unlock(&tm_global_lock);
+  if (!h) return NULL;
+  if (h->state == TM_HEAP_UNINIT) {
+    tm_heap_reset(h);
+    tm_heap *head = atomic_load(&tm_all_heaps);
+    do {
+      h->next_all = head;
+    } while (!atomic_compare_exchange_weak(&tm_all_heaps, &head, h));
+    TM_STAT_ADD(heap_count, 1);
+  }
+  h->state = TM_HEAP_ACTIVE;
+  tm_heap_tls = h;
+  tm_heap_process_remote(h); /* notices that arrived while it was pooled */
+  if (atomic_load(&tm_late_state) != 2 && !tm_is_main_thread()) tm_late_init();
+  if (atomic_load(&tm_late_state) == 2) pthread_setspecific(tm_thread_key, h);
+  return h;
+}
+
+/* Hand every span of h on: empty ones are retired, the rest become orphans
+ * that any thread can adopt, and remote frees into them keep working. */
+static void tm_heap_abandon(tm_heap *h) {
+  h->in_slow = 1;
+  tm_heap_process_remote(h);
+  tm_lock(&tm_global_lock);
+  for (unsigned c = 0; c <= TM_NUM_CLASSES; c++) {
+    tm_span *s;
+    if (c < TM_NUM_CLASSES) {
+      s = h->cur[c] != &tm_empty_span ? h->cur[c] : NULL;
+      if (s) s->next = h->partial[c].first;
+      else s = h->partial[c].first;
+    } else {
+      s = h->full.first;
+    }
+    while (s) {
+      tm_span *next = s->next;
+      atomic_store_explicit(&s->heap, NULL, memory_order_release);
+      tm_span_collect(s);
+      if (s->used == 0) {
+        TM_STAT_SUB(span_bytes, (size_t)s->slice_count << TM_SLICE_SHIFT);
+        tm_slices_free(s);
+      } else {
+        tm_orphan_push(s);
+      }
+      s = next;
+    }
+  }
+  tm_heap_reset(h);
+  tm_orphans_sweep();
+  h->state = TM_HEAP_POOLED;
+  h->next_pool = tm_heap_pool;
+  tm_heap_pool = h;
+  tm_unlock(&tm_global_lock);
+}
+
+static void tm_thread_done(void *value) {
+  (void)value;
+  tm_heap *h = tm_heap_tls;
+  if (h->state != TM_HEAP_ACTIVE || h == &tm_heap_shared) return;
+  tm_heap_abandon(h);
+  tm_heap_tls = &tm_heap_exiting;
+}
+
+static void *tm_alloc_shared(unsigned c) {
+  tm_lock(&tm_shared_lock);
+  void *p = tm_span_pop(tm_heap_shared.cur[c]);
+  if (!p) p = tm_heap_alloc_slow(&tm_heap_shared, c);
+  tm_unlock(&tm_shared_lock);
+  return p;
+}
+
+void *tm_alloc_slow(tm_heap *h, unsigned c) {
+  if (TM_UNLIKELY(h->state != TM_HEAP_ACTIVE)) {
+    if (h->state == TM_HEAP_EXITING) return tm_alloc_shared(c);
+    h = tm_heap_new_for_thread();
+    if (!h) {
+      errno = ENOMEM;
+      return NULL;
+    }
+  }
+  return tm_heap_alloc_slow(h, c);
+}
+
+/* ---- frees that are not the owner's fast path ---------------------------- */
+void tm_free_other(void *p, tm_span *s, const char *who) {
+  unsigned kind = tm_span_kind(s);
+  if (kind == TM_SPAN_SMALL) {
+    uint32_t idx;
+    if (!tm_span_block_index(s, p, &idx)) {
+      tm_report_invalid(who, p, "invalid pointer");
+      return;
+    }
+#if TIDE_DEBUG
+    memset(p, 0xdf, s->block_size);
+#endif
+    tm_free_block_remote(s, p);
+  } else if (kind == TM_SPAN_LARGE && p == s->start) {
+    tm_large_free(s);
+  } else if (kind == TM_SPAN_HUGE && p == s->start) {
+    tm_huge_free(tm_segment_base(s), s);
+  } else {
+    tm_report_invalid(who, p, kind == TM_SPAN_FREE ? "double free or invalid pointer" : "invalid pointer");
+  }
+}
+
+void tm_free_slow(void *p, const char *who) {
+  if (!p) return;
+  tm_segment *seg = tm_segment_of(p);
+  if (!seg) {
+    tm_report_invalid(who, p, "invalid pointer");
+    return;
+  }
+  tm_free_other(p, tm_span_of(seg, p), who);
+}
+
+/* ---- whole-heap operations ------------------------------------------------ */
+void tm_heap_collect_all(tm_heap *h) {
+  if (h->state != TM_HEAP_ACTIVE) return;
+  h->in_slow = 1;
+  tm_heap_process_remote(h);
+  for (unsigned c = 0; c < TM_NUM_CLASSES; c++) {
+    tm_span *cur = h->cur[c];
+    if (cur != &tm_empty_span) {
+      tm_span_collect(cur);
+      if (cur->used == 0) {
+        h->cur[c] = &tm_empty_span;
+        cur->queue = TM_Q_NONE;
+        tm_span_retire(cur);
+      }
+    }
+    for (tm_span *s = h->partial[c].first, *next; s; s = next) {
+      next = s->next;
+      tm_span_collect(s);
+      if (s->used == 0) {
+        tm_queue_remove(&h->partial[c], s);
+        s->queue = TM_Q_NONE;
+        tm_span_retire(s);
+      }
+    }
+  }
+  for (tm_span *s = h->full.first, *next; s; s = next) {
+    next = s->next;
+    tm_span_collect(s);
+    tm_heap_reconsider(h, s);
+  }
+  h->in_slow = 0;
+}
+
+int tm_heap_check(tm_heap *h) {
+  int problems = 0;
+  if (h->state != TM_HEAP_ACTIVE) return 0;
+  for (unsigned c = 0; c < TM_NUM_CLASSES; c++) {
+    tm_span *cur = h->cur[c];
+    if (cur != &tm_empty_span) {
+      problems += tm_span_check(cur, h);
+      if (cur->queue != TM_Q_CURRENT || cur->size_class != c) problems++;
+    }
+    for (tm_span *s = h->partial[c].first; s; s = s->next) {
+      problems += tm_span_check(s, h);
+      if (s->queue != TM_Q_PARTIAL || s->size_class != c) problems++;
+      if (s->next && s->next->prev != s) problems++;
+    }
+  }
+  for (tm_span *s = h->full.first; s; s = s->next) {
+    problems += tm_span_check(s, h);
+    if (s->queue != TM_Q_FULL) problems++;
+    if (s->next && s->next->prev != s) problems++;
+  }
+  return problems;
+}
+
+/* ---- fork ------------------------------------------------------------------ */
+/* No lock is held across fork (holding ours while libc takes its stdio
+ * locks is how allocators deadlock there). Instead the child, which has only
+ * the forking thread, repairs: structures whose lock was held are dropped,
+ * heaps of vanished threads are abandoned (or, if caught inside a slow path,
+ * left alone), and the forking thread gets a fresh heap if it was itself
+ * interrupted inside a slow path (fork from a signal handler). */
+static void tm_fork_child(void) {
+  if (atomic_load(&tm_late_state) == 1) atomic_store(&tm_late_state, 2);
+  if (tm_lock_is_held(&tm_global_lock)) tm_global_reset_after_fork();
+  if (tm_lock_is_held(&tm_shared_lock)) {
+    tm_heap_reset(&tm_heap_shared);
+    atomic_store(&tm_heap_shared.remote_spans, NULL);
+    atomic_store(&tm_shared_lock.held, 0);
+  }
+  tm_heap *me = tm_heap_tls;
+  if (me->state == TM_HEAP_ACTIVE && me != &tm_heap_shared && me->in_slow) {
+    me->state = TM_HEAP_DEAD;
+    tm_heap_tls = &tm_heap_empty;
+  }
+  for (tm_heap *h = atomic_load(&tm_all_heaps); h; h = h->next_all) {
+    if (h == tm_heap_tls || h->state != TM_HEAP_ACTIVE) continue;
+    if (h->in_slow)
+      h->state = TM_HEAP_DEAD;
+    else
+      tm_heap_abandon(h);
+  }
+}
+
+/* ---- initialization -------------------------------------------------------- */
+static atomic_int tm_init_state;
+
+void tm_init(void) {
+  if (TM_LIKELY(atomic_load_explicit(&tm_init_state, memory_order_acquire) == 2)) return;
+  int expect = 0;
+  if (atomic_compare_exchange_strong(&tm_init_state, &expect, 1)) {
+    tm_options_load(); /* no-op if libc has not set up environ yet */
+    atomic_store_explicit(&tm_init_state, 2, memory_order_release);
+    return;
+  }
+  while (atomic_load_explicit(&tm_init_state, memory_order_acquire) != 2) sched_yield();
+}
+
+__attribute__((constructor)) static void tm_constructor(void) {
+  tm_init();
+  tm_late_init();
+  if (tm_heap_tls->state == TM_HEAP_ACTIVE) pthread_setspecific(tm_thread_key, tm_heap_tls);
+}
+
+__attribute__((destructor)) static void tm_destructor(void) {
+  if (tm_opt.show_stats) malloc_stats();
+}
+
+size_t tm_heap_count_pooled(void) {
+  size_t n = 0;
+  for (tm_heap *h = atomic_load(&tm_all_heaps); h; h = h->next_all) n += h->state == TM_HEAP_POOLED;
+  return n;
+}

@@ -1,0 +1,294 @@
+/* Internal types and inline helpers shared by the front end (src/) and the
+ * back end (pager/). Nothing here is installed. See doc/design.md for the
+ * layout of a segment and the life of a span. */
+#ifndef TIDE_INTERNAL_H
+#define TIDE_INTERNAL_H
+
+#include "config.h"
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lock.h"
+#include "tidemalloc.h"
+
+#define TM_API __attribute__((visibility("default")))
+#define TM_LIKELY(x) __builtin_expect(!!(x), 1)
+#define TM_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define TM_NOINLINE __attribute__((noinline))
+#define TM_INLINE static inline __attribute__((always_inline))
+
+/* glibc's prototypes carry malloc attributes an alias cannot repeat */
+#if defined(__GNUC__) && !defined(__clang__)
+#define TM_ALIAS_BEGIN _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wmissing-attributes\"")
+#define TM_ALIAS_END _Pragma("GCC diagnostic pop")
+#else
+#define TM_ALIAS_BEGIN
+#define TM_ALIAS_END
+#endif
+
+#ifndef TIDE_DEBUG
+#define TIDE_DEBUG 0
+#endif
+
+/* ---- geometry ---------------------------------------------------------- */
+#define TM_PAGE_SHIFT 12
+#define TM_PAGE_SIZE ((size_t)1 << TM_PAGE_SHIFT)
+#define TM_SEG_SHIFT 22 /* 4 MiB segments, aligned to their size */
+#define TM_SEG_SIZE ((size_t)1 << TM_SEG_SHIFT)
+#define TM_SEG_MASK (TM_SEG_SIZE - 1)
+#define TM_SLICE_SHIFT 16 /* 64 KiB slices: the unit spans are made of */
+#define TM_SLICE_SIZE ((size_t)1 << TM_SLICE_SHIFT)
+#define TM_SLICES (TM_SEG_SIZE / TM_SLICE_SIZE) /* 64 */
+#define TM_DATA_SLICES_MASK (~(uint64_t)1)      /* slice 0 holds the header */
+
+#define TM_ALIGN 16 /* every block is at least 16-byte aligned */
+#define TM_NUM_CLASSES 72
+#define TM_SMALL_MAX ((size_t)32768)
+#define TM_MAX_BLOCKS 4096 /* bitmap capacity: 64 words of 64 bits */
+#define TM_BITMAP_WORDS (TM_MAX_BLOCKS / 64)
+#define TM_DIV_SHIFT 40
+
+/* The registry maps each 4 MiB region of the 47-bit user address space to a
+ * byte: 0 = not ours, 1 = a segment header sits at the region base, k >= 2 =
+ * the region starts a huge block whose header is (4 MiB << (k-2)) below. */
+#define TM_REGISTRY_BITS 25
+#define TM_REG_NONE 0
+#define TM_REG_SEGMENT 1
+
+/* ---- types ------------------------------------------------------------- */
+typedef struct tm_block {
+  struct tm_block *next; /* only used for cross-thread frees in flight */
+} tm_block;
+
+enum tm_span_kind {
+  TM_SPAN_NONE = 0, /* never used, or the header slice: no block lives here */
+  TM_SPAN_FREE,     /* retired; its slices are free in the segment */
+  TM_SPAN_SMALL,    /* blocks of one size class, owned by a heap or orphaned */
+  TM_SPAN_LARGE,    /* one block of a page run, not owned by any heap */
+  TM_SPAN_HUGE,     /* one block in its own mapping */
+};
+
+enum tm_span_queue {
+  TM_Q_NONE = 0,
+  TM_Q_CURRENT, /* heap->cur[class]: allocation happens here */
+  TM_Q_PARTIAL, /* heap->partial[class]: has free blocks */
+  TM_Q_FULL,    /* heap->full: no free block seen at last look */
+  TM_Q_ORPHAN,  /* global orphan list: owner thread exited */
+};
+
+struct tm_heap;
+
+/* A span descriptor lives in its segment's header, never next to the blocks:
+ * whole pages of free blocks can be returned to the OS without losing state.
+ * Free blocks are recorded in `bits` (1 = free), so which OS pages hold live
+ * blocks is known from the bitmap alone. */
+typedef struct tm_span {
+  /* owner-only, hot */
+  uint64_t summary;  /* bit i set: bits[i] may be nonzero (a hint) */
+  uint8_t *start;    /* address of block 0 */
+  uint32_t block_size;
+  uint32_t capacity; /* number of blocks */
+  uint32_t used;     /* live blocks + blocks in thread_free */
+  uint8_t size_class;
+  _Atomic uint8_t kind; /* enum tm_span_kind; read by other threads on free */
+  uint8_t queue;        /* enum tm_span_queue */
+  uint8_t slice_count;
+  uint64_t div_magic; /* ceil(2^40 / block_size): offset -> index */
+  struct tm_heap *_Atomic heap; /* owner; NULL when orphaned/large/huge */
+  struct tm_span *next, *prev;  /* links in the owner's queue */
+  /* shared with other threads */
+  _Atomic(tm_block *) thread_free; /* blocks freed by other threads */
+  atomic_uint notified;            /* 1 while on some heap's remote list */
+  struct tm_span *remote_next;     /* link on that list */
+  size_t large_size;               /* usable bytes of a large/huge block */
+  uint64_t bits[TM_BITMAP_WORDS];
+} tm_span;
+
+enum tm_segment_kind { TM_SEG_NORMAL = 1, TM_SEG_HUGE = 2 };
+
+typedef struct tm_segment {
+  /* slice -> index of the span descriptor covering it; 0 (the header slice,
+   * whose descriptor is always TM_SPAN_NONE) marks an unused slice. */
+  uint8_t slice_map[TM_SLICES];
+  uint32_t kind;
+  uint32_t fork_gen;         /* generation of the segment list it was listed in */
+  uint32_t listed;           /* on the list of segments with free slices */
+  uint64_t free_slices;      /* 1 = free (global lock) */
+  size_t map_size;           /* bytes mapped at this address */
+  struct tm_segment *next;   /* list of normal segments (global lock) */
+  struct tm_segment *prev;
+  tm_span spans[TM_SLICES];
+} tm_segment;
+
+_Static_assert(sizeof(tm_segment) <= TM_SLICE_SIZE, "segment header must fit in slice 0");
+
+typedef struct tm_queue {
+  tm_span *first, *last;
+} tm_queue;
+
+enum tm_heap_state {
+  TM_HEAP_UNINIT = 0, /* the static empty heap: first malloc sets up a real one */
+  TM_HEAP_ACTIVE,
+  TM_HEAP_POOLED,  /* its thread exited; waiting for a new thread */
+  TM_HEAP_EXITING, /* static heap of a thread whose heap was torn down */
+  TM_HEAP_DEAD,    /* abandoned unsafely after fork: never touched again */
+};
+
+typedef struct tm_heap {
+  tm_span *cur[TM_NUM_CLASSES]; /* fast path: never NULL (&tm_empty_span) */
+  tm_queue partial[TM_NUM_CLASSES];
+  tm_queue full;
+  tm_span *_Atomic remote_spans; /* spans that received cross-thread frees */
+  volatile uint32_t in_slow;     /* inside a slow path (seen by a fork child) */
+  uint32_t state;
+  uint32_t slow_count; /* debug: periodic consistency checks */
+  struct tm_heap *next_all;  /* list of every heap ever made (never freed) */
+  struct tm_heap *next_pool; /* pool of heaps of exited threads */
+} tm_heap;
+
+/* ---- globals (heap.c, segment.c, options.c) ------------------------------ */
+extern tm_span tm_empty_span;
+extern tm_heap tm_heap_empty;
+extern __thread tm_heap *tm_heap_tls __attribute__((tls_model("initial-exec")));
+extern _Atomic uint8_t tm_registry[(size_t)1 << TM_REGISTRY_BITS];
+
+typedef struct tm_options {
+  int abort_on_error;
+  int segment_cache;
+  int show_stats;
+  int verbose;
+} tm_options;
+extern tm_options tm_opt;
+extern size_t tm_huge_threshold; /* blocks above this get their own mapping */
+
+/* statistics, updated on slow paths only */
+typedef struct tm_counters {
+  atomic_size_t mapped_bytes;
+  atomic_size_t segment_count;
+  atomic_size_t cached_segments;
+  atomic_size_t span_bytes;
+  atomic_size_t large_bytes;
+  atomic_size_t huge_bytes;
+  atomic_size_t huge_count;
+  atomic_size_t heap_count;
+  atomic_size_t segments_released;
+  atomic_size_t purged_bytes;
+} tm_counters;
+extern tm_counters tm_stat;
+
+#define TM_STAT_ADD(f, v) atomic_fetch_add_explicit(&tm_stat.f, (v), memory_order_relaxed)
+#define TM_STAT_SUB(f, v) atomic_fetch_sub_explicit(&tm_stat.f, (v), memory_order_relaxed)
+#define TM_STAT_GET(f) atomic_load_explicit(&tm_stat.f, memory_order_relaxed)
+
+/* ---- size classes (size_class.c) ----------------------------------------- */
+TM_INLINE unsigned tm_size_class(size_t n) {
+  if (n <= 128) return n ? (unsigned)((n - 1) >> 4) : 0;
+  size_t s = n - 1;
+  unsigned e = 63u - (unsigned)__builtin_clzl(s);
+  return 8u + ((e - 7u) << 3) + (unsigned)((s >> (e - 3u)) & 7u);
+}
+size_t tm_class_size(unsigned c);
+unsigned tm_class_slices(unsigned c);
+
+/* ---- OS and registry (os.c) ---------------------------------------------- */
+void *tm_os_map(size_t size);
+void *tm_os_map_aligned(size_t size, size_t align);
+void tm_os_unmap(void *p, size_t size);
+size_t tm_os_purge(void *p, size_t size); /* returns bytes given back */
+const char *tm_os_purge_mode(void);
+
+TM_INLINE unsigned tm_registry_get(uintptr_t a) {
+  return atomic_load_explicit(&tm_registry[(a >> TM_SEG_SHIFT) & ((1u << TM_REGISTRY_BITS) - 1)],
+                              memory_order_relaxed);
+}
+void tm_registry_set(uintptr_t region_base, unsigned value);
+/* header of the segment holding the block p starts, or NULL if not ours */
+tm_segment *tm_segment_of(const void *p);
+
+/* ---- segments, slices, orphans (segment.c) ------------------------------ */
+extern tm_lock_t tm_global_lock;
+tm_span *tm_slices_alloc(unsigned nslices); /* global lock held */
+void tm_slices_free(tm_span *s);            /* global lock held */
+void tm_orphan_push(tm_span *s);            /* global lock held */
+tm_span *tm_orphan_take(unsigned c);        /* global lock held */
+size_t tm_orphans_sweep(void);              /* global lock held */
+void *tm_meta_alloc(size_t size);           /* global lock held; zeroed, never freed */
+void tm_global_reset_after_fork(void);
+void *tm_large_alloc(size_t size, size_t align);
+void tm_large_free(tm_span *s);
+bool tm_large_resize(tm_span *s, size_t newsize);
+int tm_segments_check(void);
+
+TM_INLINE tm_segment *tm_segment_base(const void *p) {
+  return (tm_segment *)((uintptr_t)p & ~(uintptr_t)TM_SEG_MASK);
+}
+TM_INLINE tm_span *tm_span_of(tm_segment *seg, const void *p) {
+  return &seg->spans[seg->slice_map[((uintptr_t)p & TM_SEG_MASK) >> TM_SLICE_SHIFT]];
+}
+TM_INLINE tm_segment *tm_segment_of_span(tm_span *s) {
+  return tm_segment_base(s);
+}
+TM_INLINE unsigned tm_span_kind(tm_span *s) {
+  return atomic_load_explicit(&s->kind, memory_order_relaxed);
+}
+
+/* ---- spans (span.c) ------------------------------------------------------ */
+void tm_span_init_small(tm_span *s, unsigned c, tm_heap *owner);
+bool tm_span_refresh(tm_span *s); /* recompute summary; true if a block is free */
+void tm_span_collect(tm_span *s); /* move thread_free blocks into the bitmap */
+void tm_span_retire(tm_span *s);  /* give the slices back (global lock NOT held) */
+bool tm_span_block_index(tm_span *s, const void *p, uint32_t *idx);
+size_t tm_span_live_pages(tm_span *s, uint64_t *page_bits, size_t nwords);
+int tm_span_check(tm_span *s, tm_heap *expected_owner);
+
+TM_INLINE void *tm_span_pop(tm_span *s) {
+  uint64_t sum = s->summary;
+  if (TM_UNLIKELY(!sum)) return NULL;
+  unsigned wi = (unsigned)__builtin_ctzll(sum);
+  uint64_t w = s->bits[wi];
+  if (TM_UNLIKELY(!w)) return NULL;
+  unsigned b = (unsigned)__builtin_ctzll(w);
+  w &= w - 1;
+  s->bits[wi] = w;
+  if (!w) s->summary = sum & (sum - 1);
+  s->used++;
+  return s->start + (size_t)(wi * 64u + b) * s->block_size;
+}
+
+/* ---- heaps (heap.c) ------------------------------------------------------ */
+void tm_init(void);
+void *tm_alloc_slow(tm_heap *h, unsigned c);
+void tm_free_local_event(tm_heap *h, tm_span *s);
+void tm_free_other(void *p, tm_span *s, const char *who);
+void tm_free_slow(void *p, const char *who);
+void tm_heap_collect_all(tm_heap *h);
+int tm_heap_check(tm_heap *h);
+bool tm_free_block_remote(tm_span *s, void *p);
+
+/* ---- huge blocks (huge.c) ------------------------------------------------ */
+void *tm_huge_alloc(size_t size, size_t align, bool zero);
+void tm_huge_free(tm_segment *seg, tm_span *s);
+void *tm_huge_realloc(tm_segment *seg, tm_span *s, void *p, size_t newsize);
+tm_segment *tm_huge_header(uintptr_t p, unsigned reg);
+
+/* ---- generic allocation (alloc.c, aligned.c) ----------------------------- */
+void *tm_malloc(size_t size);
+void *tm_malloc_aligned(size_t size, size_t align);
+void tm_free(void *p);
+size_t tm_usable_size(const void *p);
+
+/* ---- reporting (report.c) and options (options.c) ------------------------ */
+void tm_report_invalid(const char *who, const void *p, const char *what);
+void tm_warn(const char *msg, const char *detail);
+void tm_write_str(int fd, const char *s);
+size_t tm_fmt_u64(char *buf, uint64_t v);
+size_t tm_fmt_hex(char *buf, uint64_t v);
+void tm_options_load(void);
+
+/* ---- back end (pager/) -------------------------------------------------- */
+#include "pager.h"
+
+#endif

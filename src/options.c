@@ -1,0 +1,107 @@
+/* TIDE_* environment variables (doc/knobs.md). Parsed once, without malloc:
+ * at the first allocation if libc has set up environ by then, otherwise from
+ * the library constructor. Bad values get a one-line warning and the default. */
+#include "internal.h"
+
+#include <string.h>
+
+extern char **environ;
+
+tm_options tm_opt = {
+    .abort_on_error = 1,
+    .segment_cache = 1,
+    .show_stats = 0,
+    .verbose = 0,
+};
+
+typedef struct {
+  const char *name;
+  int *value;
+  int min, max;
+} tm_knob;
+
+static const tm_knob tm_knobs[] = {
+    {"TIDE_ABORT_ON_ERROR", &tm_opt.abort_on_error, 0, 1},
+    {"TIDE_SEGMENT_CACHE", &tm_opt.segment_cache, 0, 1024},
+    {"TIDE_SHOW_STATS", &tm_opt.show_stats, 0, 1},
+    {"TIDE_VERBOSE", &tm_opt.verbose, 0, 1},
+};
+
+static bool tm_parse_int(const char *s, int min, int max, int *out) {
+  long v = 0;
+  if (!*s) return false;
+  for (; *s; s++) {
+    if (*s < '0' || *s > '9') return false;
+    v = v * 10 + (*s - '0');
+    if (v > max) return false;
+  }
+  if (v < min) return false;
+  *out = (int)v;
+  return true;
+}
+
+static void tm_warn_value(const tm_knob *k, const char *value) {
+  char line[200];
+  char num[24];
+  line[0] = 0;
+  strcat(line, k->name);
+  strcat(line, "=");
+  strncat(line, value, 40);
+  strcat(line, " is not an integer in ");
+  tm_fmt_u64(num, (uint64_t)k->min);
+  strcat(line, num);
+  strcat(line, "..");
+  tm_fmt_u64(num, (uint64_t)k->max);
+  strcat(line, num);
+  strcat(line, "; using the default ");
+  tm_fmt_u64(num, (uint64_t)*k->value);
+  strcat(line, num);
+  tm_warn(line, NULL);
+}
+
+void tm_options_load(void) {
+  static atomic_int loaded;
+  if (!environ || atomic_exchange(&loaded, 1)) return;
+  for (char **e = environ; *e; e++) {
+    const char *var = *e;
+    if (strncmp(var, "TIDE_", 5) != 0) continue;
+    const char *eq = strchr(var, '=');
+    if (!eq) continue;
+    size_t len = (size_t)(eq - var);
+    const tm_knob *knob = NULL;
+    for (size_t i = 0; i < sizeof tm_knobs / sizeof tm_knobs[0]; i++) {
+      if (strlen(tm_knobs[i].name) == len && strncmp(tm_knobs[i].name, var, len) == 0) {
+        knob = &tm_knobs[i];
+        break;
+      }
+    }
+    if (!knob) {
+      char name[64];
+      size_t n = len < sizeof name - 1 ? len : sizeof name - 1;
+      memcpy(name, var, n);
+      name[n] = 0;
+      tm_warn("unknown variable ignored: ", name);
+      continue;
+    }
+    int v;
+    if (tm_parse_int(eq + 1, knob->min, knob->max, &v))
+      *knob->value = v;
+    else
+      tm_warn_value(knob, eq + 1);
+  }
+  if (tm_opt.verbose) {
+    char line[160];
+    char num[24];
+    line[0] = 0;
+    strcat(line, "tidemalloc: version " TIDEMALLOC_VERSION " pager-mode=");
+    strcat(line, tm_os_purge_mode());
+    strcat(line, " segment-cache=");
+    tm_fmt_u64(num, (uint64_t)tm_opt.segment_cache);
+    strcat(line, num);
+    strcat(line, " abort-on-error=");
+    tm_fmt_u64(num, (uint64_t)tm_opt.abort_on_error);
+    strcat(line, num);
+    strcat(line, TIDE_DEBUG ? " debug=1\n" : "\n");
+    tm_write_str(2, line);
+  }
+}

@@ -1,0 +1,87 @@
+/* Everything that talks to the kernel about address space: mappings, page
+ * purging, and the registry that tells our pointers from everyone else's. */
+#include "internal.h"
+
+#include <errno.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+/* 32 MiB of zero-filled .bss: only the pages covering regions we actually
+ * map are ever touched, and free() can consult it before any init. */
+_Atomic uint8_t tm_registry[(size_t)1 << TM_REGISTRY_BITS];
+
+void tm_registry_set(uintptr_t region_base, unsigned value) {
+  atomic_store_explicit(&tm_registry[(region_base >> TM_SEG_SHIFT) & ((1u << TM_REGISTRY_BITS) - 1)],
+                        (uint8_t)value, memory_order_relaxed);
+}
+
+void *tm_os_map(size_t size) {
+  int saved = errno;
+  void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  errno = saved;
+  return p;
+}
+
+/* Map `size` bytes aligned to `align` (a power of two >= page size). Try the
+ * exact size first: the kernel often hands out adjacent, aligned ranges. */
+void *tm_os_map_aligned(size_t size, size_t align) {
+  uint8_t *p = tm_os_map(size);
+  if (!p) return NULL;
+  if (((uintptr_t)p & (align - 1)) == 0) return p;
+  tm_os_unmap(p, size);
+  if (size + align < size) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  p = tm_os_map(size + align);
+  if (!p) return NULL;
+  uintptr_t aligned = ((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1);
+  size_t head = aligned - (uintptr_t)p;
+  size_t tail = align - head;
+  if (head) tm_os_unmap(p, head);
+  if (tail) tm_os_unmap((uint8_t *)aligned + size, tail);
+  return (void *)aligned;
+}
+
+void tm_os_unmap(void *p, size_t size) {
+  int saved = errno;
+  munmap(p, size);
+  errno = saved;
+}
+
+#if defined(TIDE_PAGER_MODE_FREE) && defined(MADV_FREE)
+#define TM_PURGE_ADVICE MADV_FREE
+#define TM_PURGE_NAME "free"
+#else
+#define TM_PURGE_ADVICE MADV_DONTNEED
+#define TM_PURGE_NAME "dontneed"
+#endif
+
+const char *tm_os_purge_mode(void) { return TM_PURGE_NAME; }
+
+size_t tm_os_purge(void *p, size_t size) {
+  int saved = errno;
+  int rc = madvise(p, size, TM_PURGE_ADVICE);
+  errno = saved;
+  if (rc != 0) return 0;
+  TM_STAT_ADD(purged_bytes, size);
+  return size;
+}
+
+tm_segment *tm_huge_header(uintptr_t p, unsigned reg) {
+  uintptr_t region = p & ~(uintptr_t)TM_SEG_MASK;
+  if (reg == TM_REG_SEGMENT) return (tm_segment *)region;
+  return (tm_segment *)(region - (TM_SEG_SIZE << (reg - 2)));
+}
+
+tm_segment *tm_segment_of(const void *p) {
+  uintptr_t a = (uintptr_t)p;
+  if ((a >> (TM_SEG_SHIFT + TM_REGISTRY_BITS)) != 0) return NULL;
+  unsigned reg = tm_registry_get(a);
+  if (reg == TM_REG_NONE) return NULL;
+  return tm_huge_header(a, reg);
+}

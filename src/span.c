@@ -1,0 +1,131 @@
+/* Spans of small blocks: a free bitmap kept in the span descriptor (out of
+ * band), allocation lowest-address-first so that the tail pages of a span
+ * empty out, and a lock-free list for blocks freed by other threads. */
+#include "internal.h"
+
+#include <string.h>
+
+static unsigned tm_span_words(const tm_span *s) {
+  return (s->capacity + 63) / 64;
+}
+
+void tm_span_init_small(tm_span *s, unsigned c, tm_heap *owner) {
+  tm_segment *seg = tm_segment_of_span(s);
+  size_t idx = (size_t)(s - seg->spans);
+  size_t bsize = tm_class_size(c);
+  size_t cap = ((size_t)s->slice_count << TM_SLICE_SHIFT) / bsize;
+  if (cap > TM_MAX_BLOCKS) cap = TM_MAX_BLOCKS;
+  s->start = (uint8_t *)seg + (idx << TM_SLICE_SHIFT);
+  s->block_size = (uint32_t)bsize;
+  s->capacity = (uint32_t)cap;
+  s->used = 0;
+  s->size_class = (uint8_t)c;
+  s->div_magic = (((uint64_t)1 << TM_DIV_SHIFT) + bsize - 1) / bsize;
+  s->large_size = 0;
+  unsigned words = tm_span_words(s);
+  memset(s->bits, 0xff, (size_t)words * sizeof(uint64_t));
+  if (cap % 64) s->bits[words - 1] = ((uint64_t)1 << (cap % 64)) - 1;
+  if (words < TM_BITMAP_WORDS) memset(&s->bits[words], 0, (size_t)(TM_BITMAP_WORDS - words) * sizeof(uint64_t));
+  s->summary = words == 64 ? ~(uint64_t)0 : (((uint64_t)1 << words) - 1);
+  atomic_store_explicit(&s->thread_free, NULL, memory_order_relaxed);
+  s->queue = TM_Q_NONE;
+  s->next = s->prev = NULL;
+  atomic_store_explicit(&s->heap, owner, memory_order_relaxed);
+  atomic_store_explicit(&s->kind, TM_SPAN_SMALL, memory_order_release);
+}
+
+bool tm_span_refresh(tm_span *s) {
+  uint64_t sum = 0;
+  unsigned words = tm_span_words(s);
+  for (unsigned i = 0; i < words; i++)
+    if (s->bits[i]) sum |= (uint64_t)1 << i;
+  s->summary = sum;
+  return sum != 0;
+}
+
+bool tm_span_block_index(tm_span *s, const void *p, uint32_t *idx) {
+  uint64_t off = (uint64_t)((uintptr_t)p - (uintptr_t)s->start);
+  if ((uintptr_t)p < (uintptr_t)s->start || off >= (uint64_t)s->capacity * s->block_size) return false;
+  uint32_t i = (uint32_t)((off * s->div_magic) >> TM_DIV_SHIFT);
+  if ((uint64_t)i * s->block_size != off) return false;
+  *idx = i;
+  return true;
+}
+
+void tm_span_collect(tm_span *s) {
+  if (!atomic_load_explicit(&s->thread_free, memory_order_relaxed)) return;
+  tm_block *b = atomic_exchange_explicit(&s->thread_free, NULL, memory_order_acquire);
+  while (b) {
+    tm_block *next = b->next;
+    uint32_t idx;
+    if (!tm_span_block_index(s, b, &idx)) {
+      tm_report_invalid("free", b, "corrupted cross-thread free list at");
+      return;
+    }
+    uint64_t bit = (uint64_t)1 << (idx & 63);
+    if (s->bits[idx >> 6] & bit) {
+      /* freed twice by other threads: the list may now loop, drop the rest */
+      tm_report_invalid("free", b, "double free");
+      return;
+    }
+#if TIDE_DEBUG
+    memset(b, 0xdf, s->block_size);
+#endif
+    s->bits[idx >> 6] |= bit;
+    s->summary |= (uint64_t)1 << (idx >> 6);
+    s->used--;
+    b = next;
+  }
+}
+
+void tm_span_retire(tm_span *s) {
+  atomic_store_explicit(&s->heap, NULL, memory_order_relaxed);
+  tm_lock(&tm_global_lock);
+  TM_STAT_SUB(span_bytes, (size_t)s->slice_count << TM_SLICE_SHIFT);
+  tm_slices_free(s);
+  tm_unlock(&tm_global_lock);
+}
+
+/* Which OS pages of the span hold at least one live block (or a block still
+ * on the cross-thread list): bit i of page_bits = page i of the span.
+ * Reads only the descriptor, never block memory. Returns the count. */
+size_t tm_span_live_pages(tm_span *s, uint64_t *page_bits, size_t nwords) {
+  size_t pages = ((size_t)s->slice_count << TM_SLICE_SHIFT) >> TM_PAGE_SHIFT;
+  size_t count = 0;
+  memset(page_bits, 0, nwords * sizeof(uint64_t));
+  for (uint32_t i = 0; i < s->capacity; i++) {
+    if (s->bits[i >> 6] & ((uint64_t)1 << (i & 63))) continue;
+    size_t first = ((size_t)i * s->block_size) >> TM_PAGE_SHIFT;
+    size_t last = ((size_t)(i + 1) * s->block_size - 1) >> TM_PAGE_SHIFT;
+    for (size_t pg = first; pg <= last && pg < pages && pg / 64 < nwords; pg++) {
+      uint64_t bit = (uint64_t)1 << (pg & 63);
+      if (!(page_bits[pg / 64] & bit)) {
+        page_bits[pg / 64] |= bit;
+        count++;
+      }
+    }
+  }
+  return count;
+}
+
+int tm_span_check(tm_span *s, tm_heap *expected_owner) {
+  int problems = 0;
+  if (tm_span_kind(s) != TM_SPAN_SMALL) return 1;
+  if (atomic_load_explicit(&s->heap, memory_order_relaxed) != expected_owner) problems++;
+  if (s->block_size != tm_class_size(s->size_class)) problems++;
+  unsigned words = tm_span_words(s);
+  uint32_t free_blocks = 0;
+  for (unsigned i = 0; i < TM_BITMAP_WORDS; i++) {
+    uint64_t w = s->bits[i];
+    if (i >= words && w) problems++;
+    if (i == words - 1 && (s->capacity % 64) && (w >> (s->capacity % 64))) problems++;
+    if (i < words && w && !(s->summary & ((uint64_t)1 << i))) problems++;
+    free_blocks += (uint32_t)__builtin_popcountll(w);
+  }
+  if (free_blocks + s->used != s->capacity) problems++;
+  tm_segment *seg = tm_segment_of_span(s);
+  unsigned idx = (unsigned)(s - seg->spans);
+  for (unsigned j = idx; j < idx + s->slice_count && j < TM_SLICES; j++)
+    if (seg->slice_map[j] != idx) problems++;
+  return problems;
+}

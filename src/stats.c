@@ -1,0 +1,153 @@
+/* Introspection and control: the glibc-compatible calls (mallinfo2,
+ * malloc_stats, malloc_info, mallopt, malloc_trim) and tidemalloc's own
+ * (tidemalloc.h). All figures describe tidemalloc's memory, span-granular. */
+#include "internal.h"
+
+#include <errno.h>
+#include <malloc.h>
+#include <stdio.h>
+#include <string.h>
+
+TM_API const char *tide_version(void) { return TIDEMALLOC_VERSION; }
+
+TM_API void tide_get_stats(struct tide_stats *out) {
+  memset(out, 0, sizeof *out);
+  out->mapped_bytes = TM_STAT_GET(mapped_bytes);
+  out->segment_count = TM_STAT_GET(segment_count);
+  out->cached_segments = TM_STAT_GET(cached_segments);
+  out->span_bytes = TM_STAT_GET(span_bytes);
+  out->large_bytes = TM_STAT_GET(large_bytes);
+  out->huge_bytes = TM_STAT_GET(huge_bytes);
+  out->huge_count = TM_STAT_GET(huge_count);
+  out->heap_count = TM_STAT_GET(heap_count);
+  out->segments_released = TM_STAT_GET(segments_released);
+  out->purged_bytes = TM_STAT_GET(purged_bytes);
+  out->pager_mode = tm_os_purge_mode();
+}
+
+TM_API size_t tide_collect(void) {
+  size_t before = TM_STAT_GET(purged_bytes);
+  size_t mapped_before = TM_STAT_GET(mapped_bytes);
+  tm_heap_collect_all(tm_heap_tls);
+  tm_lock(&tm_global_lock);
+  tm_orphans_sweep();
+  tm_pager_release_cached();
+  tm_unlock(&tm_global_lock);
+  size_t mapped_after = TM_STAT_GET(mapped_bytes);
+  size_t unmapped = mapped_before > mapped_after ? mapped_before - mapped_after : 0;
+  return (TM_STAT_GET(purged_bytes) - before) + unmapped;
+}
+
+TM_API int tide_heap_check(void) {
+  int problems = tm_heap_check(tm_heap_tls) + tm_segments_check();
+  if (problems) {
+    char num[24];
+    tm_fmt_u64(num, (uint64_t)problems);
+    tm_warn("heap consistency check found problems: ", num);
+  }
+  return problems;
+}
+
+TM_API int malloc_trim(size_t pad) {
+  (void)pad;
+  return tide_collect() > 0;
+}
+
+/* Segment bytes not handed to spans or large blocks count as free. */
+TM_API struct mallinfo2 mallinfo2(void) {
+  struct tide_stats st;
+  tide_get_stats(&st);
+  struct mallinfo2 mi;
+  memset(&mi, 0, sizeof mi);
+  size_t seg_bytes = st.segment_count * TM_SEG_SIZE;
+  size_t used = st.span_bytes + st.large_bytes;
+  mi.arena = seg_bytes;
+  mi.ordblks = st.segment_count;
+  mi.hblks = st.huge_count;
+  mi.hblkhd = st.huge_bytes;
+  mi.uordblks = used + st.huge_bytes;
+  mi.fordblks = seg_bytes > used ? seg_bytes - used : 0;
+  mi.keepcost = st.cached_segments * TM_SEG_SIZE;
+  return mi;
+}
+
+static void tm_stats_line(char *buf, size_t cap, const char *label, size_t value) {
+  char num[24];
+  tm_fmt_u64(num, (uint64_t)value);
+  buf[0] = 0;
+  strncat(buf, label, cap - 1);
+  strncat(buf, num, cap - strlen(buf) - 1);
+  strncat(buf, "\n", cap - strlen(buf) - 1);
+}
+
+/* Written with write(2): usable at exit and with stdio locked. */
+TM_API void malloc_stats(void) {
+  struct tide_stats st;
+  tide_get_stats(&st);
+  char line[128];
+  tm_write_str(2, "tidemalloc " TIDEMALLOC_VERSION " statistics (pager mode ");
+  tm_write_str(2, st.pager_mode);
+  tm_write_str(2, ")\n");
+  const struct {
+    const char *label;
+    size_t value;
+  } rows[] = {
+      {"system bytes     = ", st.mapped_bytes},     {"in use bytes     = ", st.span_bytes + st.large_bytes + st.huge_bytes},
+      {"segments         = ", st.segment_count},    {"cached segments  = ", st.cached_segments},
+      {"small span bytes = ", st.span_bytes},       {"large bytes      = ", st.large_bytes},
+      {"huge bytes       = ", st.huge_bytes},       {"huge blocks      = ", st.huge_count},
+      {"heaps            = ", st.heap_count},       {"segments unmapped= ", st.segments_released},
+      {"purged bytes     = ", st.purged_bytes},
+  };
+  for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+    tm_stats_line(line, sizeof line, rows[i].label, rows[i].value);
+    tm_write_str(2, line);
+  }
+}
+
+TM_API int malloc_info(int options, FILE *fp) {
+  if (options != 0 || !fp) {
+    errno = EINVAL;
+    return -1;
+  }
+  struct tide_stats st;
+  tide_get_stats(&st);
+  fprintf(fp,
+          "<malloc version=\"tidemalloc-%s\">\n"
+          "<pager mode=\"%s\"/>\n"
+          "<segments count=\"%zu\" cached=\"%zu\" unmapped=\"%zu\"/>\n"
+          "<spans small=\"%zu\" large=\"%zu\"/>\n"
+          "<huge count=\"%zu\" size=\"%zu\"/>\n"
+          "<heaps count=\"%zu\"/>\n"
+          "<system type=\"current\" size=\"%zu\"/>\n"
+          "<purged size=\"%zu\"/>\n"
+          "</malloc>\n",
+          TIDEMALLOC_VERSION, st.pager_mode, st.segment_count, st.cached_segments, st.segments_released,
+          st.span_bytes, st.large_bytes, st.huge_count, st.huge_bytes, st.heap_count, st.mapped_bytes,
+          st.purged_bytes);
+  return 0;
+}
+
+/* M_MMAP_THRESHOLD moves the boundary between page runs and own mappings;
+ * M_TRIM_THRESHOLD/M_TOP_PAD/M_MMAP_MAX/M_ARENA_* are accepted and have no
+ * equivalent here; anything else is rejected (0), as glibc does. */
+TM_API int mallopt(int param, int value) {
+  switch (param) {
+    case M_MMAP_THRESHOLD: {
+      if (value < 0) return 0;
+      size_t v = (size_t)value;
+      if (v < TM_SMALL_MAX) v = TM_SMALL_MAX;
+      if (v > (TM_SLICES - 2) * TM_SLICE_SIZE) v = (TM_SLICES - 2) * TM_SLICE_SIZE;
+      tm_huge_threshold = v;
+      return 1;
+    }
+    case M_TRIM_THRESHOLD:
+    case M_TOP_PAD:
+    case M_MMAP_MAX:
+    case M_ARENA_MAX:
+    case M_ARENA_TEST:
+      return 1;
+    default:
+      return 0;
+  }
+}

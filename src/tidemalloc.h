@@ -1,0 +1,59 @@
+/* tidemalloc: a kernel-assisted malloc for Linux.
+ *
+ * The standard allocation API (malloc, free, calloc, realloc, reallocarray,
+ * memalign, posix_memalign, aligned_alloc, valloc, pvalloc,
+ * malloc_usable_size, free_sized, free_aligned_sized, malloc_trim, mallopt,
+ * mallinfo2, malloc_stats, malloc_info) is provided under its usual names and
+ * declared by <stdlib.h> and <malloc.h>.  This header adds tidemalloc's own
+ * introspection and control entry points. */
+#ifndef TIDEMALLOC_H
+#define TIDEMALLOC_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TIDEMALLOC_VERSION_MAJOR 0
+#define TIDEMALLOC_VERSION_MINOR 1
+#define TIDEMALLOC_VERSION_PATCH 0
+#define TIDEMALLOC_VERSION "0.1.0"
+
+/* Version string of the library actually loaded (may differ from the header). */
+const char *tide_version(void);
+
+/* A snapshot of the allocator's own accounting, in bytes unless noted.
+ * Span-granular: "span_bytes" counts whole spans handed to heaps, of which
+ * "small_live_bytes" is the part holding live small blocks (exact at the time
+ * each span was last visited by its owner). */
+struct tide_stats {
+  size_t mapped_bytes;       /* address space mapped from the OS (segments + huge) */
+  size_t segment_count;      /* 4 MiB segments currently mapped */
+  size_t cached_segments;    /* empty segments kept for reuse (already purged) */
+  size_t span_bytes;         /* bytes of small-object spans owned by heaps or orphaned */
+  size_t large_bytes;        /* bytes of large (page-run) blocks in use */
+  size_t huge_bytes;         /* bytes of huge (own mapping) blocks in use */
+  size_t huge_count;         /* number of huge blocks */
+  size_t heap_count;         /* thread heaps ever created (live + pooled) */
+  size_t segments_released;  /* segments returned to the OS (munmap) so far */
+  size_t purged_bytes;       /* bytes given back with madvise so far */
+  const char *pager_mode;    /* "dontneed" or "free": how pages are given back */
+};
+
+/* Fill *out with current figures. Never allocates. */
+void tide_get_stats(struct tide_stats *out);
+
+/* Collect pending cross-thread frees, retire empty spans and return empty
+ * segments to the OS now. Returns the number of bytes given back. */
+size_t tide_collect(void);
+
+/* Walk the calling thread's heap and the global structures and verify their
+ * invariants. Returns 0 when consistent; otherwise reports on stderr and
+ * returns the number of problems found. */
+int tide_heap_check(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TIDEMALLOC_H */
