@@ -33,6 +33,12 @@ TM_INLINE void *tm_malloc_inline(size_t size) {
   if (TM_LIKELY(size <= TM_SMALL_MAX)) {
     tm_heap *h = tm_heap_tls;
     unsigned c = tm_size_class(size);
+    tm_cache *k = &h->cache[c];
+    uint32_t n = k->n;
+    if (TM_LIKELY(n != 0)) {
+      k->n = n - 1;
+      return k->items[n - 1];
+    }
     void *p = tm_span_pop(h->cur[c]);
     if (TM_LIKELY(p != NULL)) {
 #if TIDE_DEBUG
@@ -51,37 +57,35 @@ TM_API void *malloc(size_t size) { return tm_malloc_inline(size); }
 
 static TM_NOINLINE void tm_free_local_bad(void *p, tm_span *s) {
   uint32_t idx;
-  if (tm_span_block_index(s, p, &idx))
+  if (tm_span_block_index(s, p, &idx) && (s->bits[idx >> 6] & ((uint64_t)1 << (idx & 63))))
     tm_report_invalid("free", p, "double free");
   else
     tm_report_invalid("free", p, "invalid pointer");
 }
 
+/* Every unusual case leaves through a tail call, so the fast path needs no
+ * stack frame. */
 TM_INLINE void tm_free_inline(void *p) {
-  if (TM_UNLIKELY(tm_registry_get((uintptr_t)p) != TM_REG_SEGMENT)) {
-    tm_free_slow(p, "free"); /* NULL, far huge blocks, foreign pointers */
-    return;
-  }
+  if (TM_UNLIKELY(tm_registry_get((uintptr_t)p) != TM_REG_SEGMENT))
+    return tm_free_slow(p, "free"); /* NULL, far huge blocks, foreign pointers */
   tm_span *s = tm_span_of(tm_segment_base(p), p);
   tm_heap *h = tm_heap_tls;
-  if (TM_LIKELY(atomic_load_explicit(&s->heap, memory_order_relaxed) == h)) {
-    uint64_t off = (uint64_t)((uintptr_t)p - (uintptr_t)s->start);
-    uint32_t idx = (uint32_t)((off * s->div_magic) >> TM_DIV_SHIFT);
-    unsigned wi = idx >> 6;
-    uint64_t bit = (uint64_t)1 << (idx & 63);
-    if (TM_LIKELY((uint64_t)idx * s->block_size == off && idx < s->capacity && !(s->bits[wi] & bit))) {
+  if (TM_UNLIKELY(atomic_load_explicit(&s->heap, memory_order_relaxed) != (uintptr_t)h))
+    return tm_free_other(p, s, "free"); /* other thread's, full, large, huge, bad */
+  uint64_t off = (uint64_t)((uintptr_t)p - (uintptr_t)s->start);
+  uint32_t idx = (uint32_t)((off * s->div_magic) >> TM_DIV_SHIFT);
+  if (TM_UNLIKELY((uint64_t)idx * s->block_size != off || idx >= s->capacity)) return tm_free_local_bad(p, s);
 #if TIDE_DEBUG
-      memset(p, 0xdf, s->block_size);
+  if (s->bits[idx >> 6] & ((uint64_t)1 << (idx & 63))) return tm_free_local_bad(p, s);
+  for (uint32_t i = 0; i < h->cache[s->size_class].n; i++)
+    if (h->cache[s->size_class].items[i] == p) return tm_free_local_bad(p, s);
+  memset(p, 0xdf, s->block_size);
 #endif
-      s->bits[wi] |= bit;
-      s->summary |= (uint64_t)1 << wi;
-      if (TM_UNLIKELY(--s->used == 0 || s->queue == TM_Q_FULL)) tm_free_local_event(h, s);
-      return;
-    }
-    tm_free_local_bad(p, s);
-    return;
-  }
-  tm_free_other(p, s, "free");
+  tm_cache *k = &h->cache[s->size_class];
+  uint32_t n = k->n;
+  if (TM_UNLIKELY(n >= k->cap)) return tm_free_cache_full(h, p);
+  k->items[n] = p;
+  k->n = n + 1;
 }
 
 void tm_free(void *p) { tm_free_inline(p); }

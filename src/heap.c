@@ -56,12 +56,18 @@ static void tm_queue_remove(tm_queue *q, tm_span *s) {
   s->next = s->prev = NULL;
 }
 
+static void tm_heap_make_full(tm_heap *h, tm_span *s) {
+  s->queue = TM_Q_FULL;
+  tm_span_set_owner(s, h, true);
+  tm_queue_push_front(&h->full, s);
+}
+
 /* ---- remote frees -------------------------------------------------------- */
 /* Called by a thread that does not own s. The owner is told before the block
  * is pushed: once the block is on thread_free this thread must not touch the
  * span again, since the owner may retire it and the segment may go away. */
 bool tm_free_block_remote(tm_span *s, void *p) {
-  tm_heap *h = atomic_load_explicit(&s->heap, memory_order_acquire);
+  tm_heap *h = tm_span_owner(s);
   if (h && !atomic_load_explicit(&s->notified, memory_order_relaxed)) {
     unsigned expect = 0;
     if (atomic_compare_exchange_strong(&s->notified, &expect, 1)) {
@@ -91,7 +97,7 @@ static void tm_heap_process_remote(tm_heap *h) {
     list = s->remote_next;
     atomic_store_explicit(&s->notified, 0, memory_order_release);
     /* the notice may be stale: the span may have changed hands since */
-    if (atomic_load_explicit(&s->heap, memory_order_relaxed) == h && tm_span_kind(s) == TM_SPAN_SMALL &&
+    if (tm_span_owner(s) == h && tm_span_kind(s) == TM_SPAN_SMALL &&
         s->queue != TM_Q_NONE) {
       tm_span_collect(s);
       tm_heap_reconsider(h, s);
@@ -108,6 +114,7 @@ static void tm_heap_reconsider(tm_heap *h, tm_span *s) {
     if (!s->summary && !tm_span_refresh(s)) return;
     tm_queue_remove(&h->full, s);
     s->queue = TM_Q_PARTIAL;
+    tm_span_set_owner(s, h, false);
     tm_queue_push_front(pq, s);
   }
   if (s->queue == TM_Q_PARTIAL && s->used == 0 && pq->first != pq->last) {
@@ -118,9 +125,54 @@ static void tm_heap_reconsider(tm_heap *h, tm_span *s) {
 }
 
 void tm_free_local_event(tm_heap *h, tm_span *s) {
+  if (s->queue == TM_Q_CURRENT) return; /* an empty current span stays */
   h->in_slow = 1;
   tm_heap_reconsider(h, s);
   h->in_slow = 0;
+}
+
+/* Put a cached block back into its span's bitmap. */
+static void tm_cache_release(tm_heap *h, void *p) {
+  tm_span *s = tm_span_of(tm_segment_base(p), p);
+  uint32_t idx;
+  if (!tm_span_block_index(s, p, &idx)) {
+    tm_report_invalid("free", p, "invalid pointer");
+    return;
+  }
+  uint64_t bit = (uint64_t)1 << (idx & 63);
+  if (s->bits[idx >> 6] & bit) {
+    tm_report_invalid("free", p, "double free");
+    return;
+  }
+  s->bits[idx >> 6] |= bit;
+  s->summary |= (uint64_t)1 << (idx >> 6);
+  if (--s->used == 0 || s->queue == TM_Q_FULL) tm_heap_reconsider(h, s);
+}
+
+/* Release the oldest cached blocks of class c until `keep` remain. */
+void tm_cache_flush(tm_heap *h, unsigned c, unsigned keep) {
+  tm_cache *k = &h->cache[c];
+  if (k->n <= keep) return;
+  unsigned drop = k->n - keep;
+  uint32_t saved = h->in_slow;
+  h->in_slow = 1;
+  for (unsigned i = 0; i < drop; i++) tm_cache_release(h, k->items[i]);
+  memmove(k->items, k->items + drop, keep * sizeof(void *));
+  k->n = keep;
+  h->in_slow = saved;
+}
+
+/* free() found the cache of p's class full: make room by releasing the
+ * older half, then cache p. */
+void tm_free_cache_full(tm_heap *h, void *p) {
+  tm_span *s = tm_span_of(tm_segment_base(p), p);
+  tm_cache *k = &h->cache[s->size_class];
+  tm_cache_flush(h, s->size_class, k->cap / 2);
+  k->items[k->n++] = p;
+}
+
+static void tm_heap_flush_caches(tm_heap *h) {
+  for (unsigned c = 0; c < TM_NUM_CLASSES; c++) tm_cache_flush(h, c, 0);
 }
 
 /* ---- refilling a size class ---------------------------------------------- */
@@ -135,8 +187,7 @@ static tm_span *tm_heap_pick_partial(tm_heap *h, unsigned c) {
     tm_span_collect(s);
     if (!tm_span_refresh(s)) {
       tm_queue_remove(q, s);
-      s->queue = TM_Q_FULL;
-      tm_queue_push_front(&h->full, s);
+      tm_heap_make_full(h, s);
       continue;
     }
     if (!best || s->used > best->used) best = s;
@@ -151,11 +202,10 @@ static tm_span *tm_heap_adopt_orphan(tm_heap *h, unsigned c) {
     tm_span *s = tm_orphan_take(c);
     tm_unlock(&tm_global_lock);
     if (!s) return NULL;
-    atomic_store_explicit(&s->heap, h, memory_order_release);
+    tm_span_set_owner(s, h, false);
     tm_span_collect(s);
     if (tm_span_refresh(s)) return s;
-    s->queue = TM_Q_FULL;
-    tm_queue_push_front(&h->full, s);
+    tm_heap_make_full(h, s);
   }
   return NULL;
 }
@@ -176,8 +226,7 @@ static tm_span *tm_heap_refill(tm_heap *h, unsigned c) {
   if (s != &tm_empty_span) {
     tm_span_collect(s);
     if (tm_span_refresh(s)) return s;
-    s->queue = TM_Q_FULL;
-    tm_queue_push_front(&h->full, s);
+    tm_heap_make_full(h, s);
     h->cur[c] = &tm_empty_span;
   }
   tm_heap_process_remote(h);
@@ -225,8 +274,15 @@ static void tm_late_init(void) {
   while (atomic_load(&tm_late_state) != 2) sched_yield();
 }
 
+static uint32_t tm_cache_cap(unsigned c) {
+  size_t bsize = tm_class_size(c);
+  return bsize <= 1024 ? TM_CACHE_SLOTS : bsize <= 8192 ? 8 : 4;
+}
+
 static void tm_heap_reset(tm_heap *h) {
   for (unsigned c = 0; c < TM_NUM_CLASSES; c++) {
+    h->cache[c].n = 0;
+    h->cache[c].cap = tm_cache_cap(c);
     h->cur[c] = &tm_empty_span;
     h->partial[c].first = h->partial[c].last = NULL;
   }
@@ -265,6 +321,7 @@ static tm_heap *tm_heap_new_for_thread(void) {
  * that any thread can adopt, and remote frees into them keep working. */
 static void tm_heap_abandon(tm_heap *h) {
   h->in_slow = 1;
+  tm_heap_flush_caches(h);
   tm_heap_process_remote(h);
   tm_lock(&tm_global_lock);
   for (unsigned c = 0; c <= TM_NUM_CLASSES; c++) {
@@ -278,7 +335,7 @@ static void tm_heap_abandon(tm_heap *h) {
     }
     while (s) {
       tm_span *next = s->next;
-      atomic_store_explicit(&s->heap, NULL, memory_order_release);
+      tm_span_set_owner(s, NULL, false);
       tm_span_collect(s);
       if (s->used == 0) {
         TM_STAT_SUB(span_bytes, (size_t)s->slice_count << TM_SLICE_SHIFT);
@@ -326,12 +383,34 @@ void *tm_alloc_slow(tm_heap *h, unsigned c) {
 }
 
 /* ---- frees that are not the owner's fast path ---------------------------- */
+/* The owner freeing into its own full span: set the bit, then move the span
+ * back to the partial queue. */
+static void tm_free_into_full(tm_heap *h, tm_span *s, void *p, uint32_t idx) {
+  uint64_t bit = (uint64_t)1 << (idx & 63);
+  if (s->bits[idx >> 6] & bit) {
+    tm_report_invalid("free", p, "double free");
+    return;
+  }
+#if TIDE_DEBUG
+  memset(p, 0xdf, s->block_size);
+#endif
+  s->bits[idx >> 6] |= bit;
+  s->summary |= (uint64_t)1 << (idx >> 6);
+  s->used--;
+  tm_free_local_event(h, s);
+}
+
 void tm_free_other(void *p, tm_span *s, const char *who) {
   unsigned kind = tm_span_kind(s);
   if (kind == TM_SPAN_SMALL) {
     uint32_t idx;
     if (!tm_span_block_index(s, p, &idx)) {
       tm_report_invalid(who, p, "invalid pointer");
+      return;
+    }
+    tm_heap *h = tm_heap_tls;
+    if (tm_span_owner(s) == h && s->queue == TM_Q_FULL) {
+      tm_free_into_full(h, s, p, idx);
       return;
     }
 #if TIDE_DEBUG
@@ -361,6 +440,7 @@ void tm_free_slow(void *p, const char *who) {
 void tm_heap_collect_all(tm_heap *h) {
   if (h->state != TM_HEAP_ACTIVE) return;
   h->in_slow = 1;
+  tm_heap_flush_caches(h);
   tm_heap_process_remote(h);
   for (unsigned c = 0; c < TM_NUM_CLASSES; c++) {
     tm_span *cur = h->cur[c];
@@ -403,6 +483,20 @@ int tm_heap_check(tm_heap *h) {
       problems += tm_span_check(s, h);
       if (s->queue != TM_Q_PARTIAL || s->size_class != c) problems++;
       if (s->next && s->next->prev != s) problems++;
+    }
+  }
+  for (unsigned c = 0; c < TM_NUM_CLASSES; c++) {
+    tm_cache *k = &h->cache[c];
+    if (k->n > k->cap || k->cap > TM_CACHE_SLOTS) problems++;
+    for (unsigned i = 0; i < k->n && i < TM_CACHE_SLOTS; i++) {
+      tm_segment *seg = tm_segment_of(k->items[i]);
+      tm_span *s = seg ? tm_span_of(seg, k->items[i]) : NULL;
+      uint32_t idx;
+      if (!s || tm_span_kind(s) != TM_SPAN_SMALL || s->size_class != c || !tm_span_block_index(s, k->items[i], &idx) ||
+          (s->bits[idx >> 6] & ((uint64_t)1 << (idx & 63))))
+        problems++;
+      for (unsigned j = 0; j < i; j++)
+        if (k->items[j] == k->items[i]) problems++;
     }
   }
   for (tm_span *s = h->full.first; s; s = s->next) {

@@ -55,7 +55,7 @@ void *tm_huge_alloc(size_t size, size_t align, bool zero) {
   s->large_size = body;
   s->capacity = 1;
   s->used = 1;
-  atomic_store_explicit(&s->heap, NULL, memory_order_relaxed);
+  tm_span_set_owner(s, NULL, false);
   atomic_store_explicit(&s->kind, TM_SPAN_HUGE, memory_order_release);
   tm_huge_register(seg, block, 1);
   TM_STAT_ADD(mapped_bytes, map);

@@ -86,7 +86,7 @@ struct tm_heap;
  * Free blocks are recorded in `bits` (1 = free), so which OS pages hold live
  * blocks is known from the bitmap alone. */
 typedef struct tm_span {
-  /* owner-only, hot */
+  /* owner-only, hot: the first cache line is all the fast paths read */
   uint64_t summary;  /* bit i set: bits[i] may be nonzero (a hint) */
   uint8_t *start;    /* address of block 0 */
   uint32_t block_size;
@@ -97,15 +97,21 @@ typedef struct tm_span {
   uint8_t queue;        /* enum tm_span_queue */
   uint8_t slice_count;
   uint64_t div_magic; /* ceil(2^40 / block_size): offset -> index */
-  struct tm_heap *_Atomic heap; /* owner; NULL when orphaned/large/huge */
-  struct tm_span *next, *prev;  /* links in the owner's queue */
+  /* owner heap, NULL when orphaned/large/huge. A full span carries its
+   * owner's address with TM_HEAP_FULL_TAG set, so the owner's free fast
+   * path (which compares with the plain address) falls to the slow path
+   * exactly when the span must move back to the partial queue. */
+  _Atomic uintptr_t heap;
+  struct tm_span *next, *prev; /* links in the owner's queue */
   /* shared with other threads */
   _Atomic(tm_block *) thread_free; /* blocks freed by other threads */
   atomic_uint notified;            /* 1 while on some heap's remote list */
   struct tm_span *remote_next;     /* link on that list */
   size_t large_size;               /* usable bytes of a large/huge block */
-  uint64_t bits[TM_BITMAP_WORDS];
+  uint64_t bits[TM_BITMAP_WORDS] __attribute__((aligned(64)));
 } tm_span;
+
+#define TM_HEAP_FULL_TAG ((uintptr_t)1)
 
 enum tm_segment_kind { TM_SEG_NORMAL = 1, TM_SEG_HUGE = 2 };
 
@@ -120,7 +126,7 @@ typedef struct tm_segment {
   size_t map_size;           /* bytes mapped at this address */
   struct tm_segment *next;   /* list of normal segments (global lock) */
   struct tm_segment *prev;
-  tm_span spans[TM_SLICES];
+  tm_span spans[TM_SLICES] __attribute__((aligned(64)));
 } tm_segment;
 
 _Static_assert(sizeof(tm_segment) <= TM_SLICE_SIZE, "segment header must fit in slice 0");
@@ -137,8 +143,19 @@ enum tm_heap_state {
   TM_HEAP_DEAD,    /* abandoned unsafely after fork: never touched again */
 };
 
+/* A short LIFO of blocks the owner freed, per class: malloc hands back the
+ * most recently freed (cache-hot) block first. Cached blocks still count as
+ * used in their span; they reach the bitmap when the cache overflows or the
+ * heap is collected. 128 bytes: two cache lines. */
+#define TM_CACHE_SLOTS 15
+typedef struct tm_cache {
+  uint32_t n, cap;
+  void *items[TM_CACHE_SLOTS];
+} tm_cache;
+
 typedef struct tm_heap {
   tm_span *cur[TM_NUM_CLASSES]; /* fast path: never NULL (&tm_empty_span) */
+  tm_cache cache[TM_NUM_CLASSES];
   tm_queue partial[TM_NUM_CLASSES];
   tm_queue full;
   tm_span *_Atomic remote_spans; /* spans that received cross-thread frees */
@@ -184,11 +201,16 @@ extern tm_counters tm_stat;
 #define TM_STAT_GET(f) atomic_load_explicit(&tm_stat.f, memory_order_relaxed)
 
 /* ---- size classes (size_class.c) ----------------------------------------- */
-TM_INLINE unsigned tm_size_class(size_t n) {
+extern const uint8_t tm_class_table[129]; /* class of sizes up to 2048, by 16 bytes */
+TM_INLINE unsigned tm_size_class_calc(size_t n) {
   if (n <= 128) return n ? (unsigned)((n - 1) >> 4) : 0;
   size_t s = n - 1;
   unsigned e = 63u - (unsigned)__builtin_clzl(s);
   return 8u + ((e - 7u) << 3) + (unsigned)((s >> (e - 3u)) & 7u);
+}
+TM_INLINE unsigned tm_size_class(size_t n) {
+  if (TM_LIKELY(n <= 2048)) return tm_class_table[(n + 15) >> 4];
+  return tm_size_class_calc(n);
 }
 size_t tm_class_size(unsigned c);
 unsigned tm_class_slices(unsigned c);
@@ -231,6 +253,12 @@ TM_INLINE tm_span *tm_span_of(tm_segment *seg, const void *p) {
 TM_INLINE tm_segment *tm_segment_of_span(tm_span *s) {
   return tm_segment_base(s);
 }
+TM_INLINE struct tm_heap *tm_span_owner(tm_span *s) {
+  return (struct tm_heap *)(atomic_load_explicit(&s->heap, memory_order_acquire) & ~TM_HEAP_FULL_TAG);
+}
+TM_INLINE void tm_span_set_owner(tm_span *s, struct tm_heap *h, bool full) {
+  atomic_store_explicit(&s->heap, (uintptr_t)h | (full ? TM_HEAP_FULL_TAG : 0), memory_order_release);
+}
 TM_INLINE unsigned tm_span_kind(tm_span *s) {
   return atomic_load_explicit(&s->kind, memory_order_relaxed);
 }
@@ -262,6 +290,8 @@ TM_INLINE void *tm_span_pop(tm_span *s) {
 void tm_init(void);
 void *tm_alloc_slow(tm_heap *h, unsigned c);
 void tm_free_local_event(tm_heap *h, tm_span *s);
+void tm_free_cache_full(tm_heap *h, void *p);
+void tm_cache_flush(tm_heap *h, unsigned c, unsigned keep);
 void tm_free_other(void *p, tm_span *s, const char *who);
 void tm_free_slow(void *p, const char *who);
 void tm_heap_collect_all(tm_heap *h);

@@ -201,7 +201,7 @@ void *tm_large_alloc(size_t size, size_t align) {
   s->capacity = 1;
   s->used = 1;
   s->queue = TM_Q_NONE;
-  atomic_store_explicit(&s->heap, NULL, memory_order_relaxed);
+  tm_span_set_owner(s, NULL, false);
   atomic_store_explicit(&s->kind, TM_SPAN_LARGE, memory_order_release);
   TM_STAT_ADD(large_bytes, (size_t)n << TM_SLICE_SHIFT);
   return s->start;

@@ -30,7 +30,7 @@ void tm_span_init_small(tm_span *s, unsigned c, tm_heap *owner) {
   atomic_store_explicit(&s->thread_free, NULL, memory_order_relaxed);
   s->queue = TM_Q_NONE;
   s->next = s->prev = NULL;
-  atomic_store_explicit(&s->heap, owner, memory_order_relaxed);
+  tm_span_set_owner(s, owner, false);
   atomic_store_explicit(&s->kind, TM_SPAN_SMALL, memory_order_release);
 }
 
@@ -79,7 +79,7 @@ void tm_span_collect(tm_span *s) {
 }
 
 void tm_span_retire(tm_span *s) {
-  atomic_store_explicit(&s->heap, NULL, memory_order_relaxed);
+  tm_span_set_owner(s, NULL, false);
   tm_lock(&tm_global_lock);
   TM_STAT_SUB(span_bytes, (size_t)s->slice_count << TM_SLICE_SHIFT);
   tm_slices_free(s);
@@ -111,7 +111,8 @@ size_t tm_span_live_pages(tm_span *s, uint64_t *page_bits, size_t nwords) {
 int tm_span_check(tm_span *s, tm_heap *expected_owner) {
   int problems = 0;
   if (tm_span_kind(s) != TM_SPAN_SMALL) return 1;
-  if (atomic_load_explicit(&s->heap, memory_order_relaxed) != expected_owner) problems++;
+  if (tm_span_owner(s) != expected_owner) problems++;
+  if ((atomic_load_explicit(&s->heap, memory_order_relaxed) & TM_HEAP_FULL_TAG) != (s->queue == TM_Q_FULL)) problems++;
   if (s->block_size != tm_class_size(s->size_class)) problems++;
   unsigned words = tm_span_words(s);
   uint32_t free_blocks = 0;
