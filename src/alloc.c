@@ -84,6 +84,7 @@ TM_INLINE void tm_free_inline(void *p) {
   tm_cache *k = &h->cache[s->size_class];
   uint32_t n = k->n;
   if (TM_UNLIKELY(n >= k->cap)) return tm_free_cache_full(h, p);
+  if (TM_UNLIKELY(n && k->items[n - 1] == p)) return tm_report_invalid("free", p, "double free");
   k->items[n] = p;
   k->n = n + 1;
 }

@@ -36,7 +36,7 @@ static tm_span *tm_huge_span(tm_segment *seg, uintptr_t block) {
 void *tm_huge_alloc(size_t size, size_t align, bool zero) {
   (void)zero; /* a fresh mapping reads as zero */
   size_t off = align > TM_SLICE_SIZE ? align : TM_SLICE_SIZE;
-  size_t body = tm_round_page(size);
+  size_t body = tm_round_page(size ? size : 1); /* the block lies inside the mapping */
   size_t map = off + body;
   if (body < size || map < body || size > PTRDIFF_MAX) {
     errno = ENOMEM;
@@ -95,13 +95,15 @@ void *tm_huge_realloc(tm_segment *seg, tm_span *s, void *p, size_t newsize) {
       errno = saved;
       return NULL;
     }
+    /* unregister first: once moved, the old range may be mapped by others */
+    tm_huge_register(seg, (uintptr_t)p, 0);
     void *moved = mremap(seg, old_map, new_map, MREMAP_MAYMOVE | MREMAP_FIXED, target);
     if (moved == MAP_FAILED) {
+      tm_huge_register(seg, (uintptr_t)p, 1);
       tm_os_unmap(target, new_map);
       errno = saved;
       return NULL;
     }
-    tm_huge_register(seg, (uintptr_t)p, 0);
     seg = moved;
     p = (uint8_t *)moved + off;
     s = tm_huge_span(seg, (uintptr_t)p);

@@ -122,6 +122,9 @@ void tm_slices_free(tm_span *s) {
   atomic_store_explicit(&s->kind, TM_SPAN_FREE, memory_order_relaxed);
   s->queue = TM_Q_NONE;
   seg->free_slices |= tm_run_mask(idx, s->slice_count);
+  /* free slices map to themselves (descriptors FREE or NONE), so that no
+   * slice of a later span keeps pointing at a descriptor reused elsewhere */
+  for (unsigned j = idx + 1; j < idx + s->slice_count; j++) seg->slice_map[j] = (uint8_t)j;
   if (!tm_seg_listed(seg)) tm_seg_list_add(seg);
   /* An empty segment goes to the pager, unless a span descriptor in it still
    * sits on some heap's remote list (it is then reused, or handed over by a
@@ -181,6 +184,8 @@ static size_t tm_page_round(size_t n) {
 }
 
 void *tm_large_alloc(size_t size, size_t align) {
+  if (size == 0) size = 1; /* the block must start inside the run */
+  if (align >= TM_SEG_SIZE) return NULL; /* only a header sits there */
   size_t slack = align > TM_SLICE_SIZE ? align - TM_SLICE_SIZE : 0;
   size_t need = size + slack;
   if (need < size || need > (TM_SLICES - 1) * TM_SLICE_SIZE) return NULL;
