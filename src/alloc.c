@@ -72,9 +72,8 @@ TM_INLINE void tm_free_inline(void *p) {
   tm_heap *h = tm_heap_tls;
   if (TM_UNLIKELY(atomic_load_explicit(&s->heap, memory_order_relaxed) != (uintptr_t)h))
     return tm_free_other(p, s, "free"); /* other thread's, full, large, huge, bad */
-  uint64_t off = (uint64_t)((uintptr_t)p - (uintptr_t)s->start);
-  uint32_t idx = (uint32_t)((off * s->div_magic) >> TM_DIV_SHIFT);
-  if (TM_UNLIKELY((uint64_t)idx * s->block_size != off || idx >= s->capacity)) return tm_free_local_bad(p, s);
+  uint64_t idx = tm_span_index(s, p);
+  if (TM_UNLIKELY(idx >= s->capacity)) return tm_free_local_bad(p, s);
 #if TIDE_DEBUG
   if (s->bits[idx >> 6] & ((uint64_t)1 << (idx & 63))) return tm_free_local_bad(p, s);
   for (uint32_t i = 0; i < h->cache[s->size_class].n; i++)

@@ -276,7 +276,7 @@ static void tm_late_init(void) {
 
 static uint32_t tm_cache_cap(unsigned c) {
   size_t bsize = tm_class_size(c);
-  return bsize <= 1024 ? TM_CACHE_SLOTS : bsize <= 8192 ? 8 : 4;
+  return bsize <= 1024 ? TM_CACHE_SLOTS : bsize <= 8192 ? 16 : 8;
 }
 
 static void tm_heap_reset(tm_heap *h) {

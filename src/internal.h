@@ -49,7 +49,6 @@
 #define TM_SMALL_MAX ((size_t)32768)
 #define TM_MAX_BLOCKS 4096 /* bitmap capacity: 64 words of 64 bits */
 #define TM_BITMAP_WORDS (TM_MAX_BLOCKS / 64)
-#define TM_DIV_SHIFT 40
 
 /* The registry maps each 4 MiB region of the 47-bit user address space to a
  * byte: 0 = not ours, 1 = a segment header sits at the region base, k >= 2 =
@@ -91,12 +90,14 @@ typedef struct tm_span {
   uint8_t *start;    /* address of block 0 */
   uint32_t block_size;
   uint32_t capacity; /* number of blocks */
-  uint32_t used;     /* live blocks + blocks in thread_free */
+  uint16_t used;     /* live blocks + blocks in flight (cache, thread_free) */
+  uint8_t div_shift; /* block_size = odd * 2^div_shift */
+  uint8_t reserved;
   uint8_t size_class;
   _Atomic uint8_t kind; /* enum tm_span_kind; read by other threads on free */
   uint8_t queue;        /* enum tm_span_queue */
   uint8_t slice_count;
-  uint64_t div_magic; /* ceil(2^40 / block_size): offset -> index */
+  uint64_t div_inv; /* inverse of the odd part of block_size mod 2^64 */
   /* owner heap, NULL when orphaned/large/huge. A full span carries its
    * owner's address with TM_HEAP_FULL_TAG set, so the owner's free fast
    * path (which compares with the plain address) falls to the slow path
@@ -146,8 +147,8 @@ enum tm_heap_state {
 /* A short LIFO of blocks the owner freed, per class: malloc hands back the
  * most recently freed (cache-hot) block first. Cached blocks still count as
  * used in their span; they reach the bitmap when the cache overflows or the
- * heap is collected. 128 bytes: two cache lines. */
-#define TM_CACHE_SLOTS 15
+ * heap is collected. 256 bytes: four cache lines. */
+#define TM_CACHE_SLOTS 31
 typedef struct tm_cache {
   uint32_t n, cap;
   void *items[TM_CACHE_SLOTS];
@@ -264,6 +265,17 @@ TM_INLINE unsigned tm_span_kind(tm_span *s) {
 }
 
 /* ---- spans (span.c) ------------------------------------------------------ */
+/* Index of the block starting at p, by exact division: multiplying by the
+ * inverse of the odd part and rotating by the power of two gives the index
+ * when p - start is a multiple of block_size, and a value above any capacity
+ * otherwise (Granlund-Montgomery). So `index < capacity` checks at once that
+ * p is inside the span and is the exact start of a block. */
+TM_INLINE uint64_t tm_span_index(const tm_span *s, const void *p) {
+  uint64_t x = ((uint64_t)(uintptr_t)p - (uint64_t)(uintptr_t)s->start) * s->div_inv;
+  unsigned k = s->div_shift;
+  return (x >> k) | (x << ((64 - k) & 63));
+}
+
 void tm_span_init_small(tm_span *s, unsigned c, tm_heap *owner);
 bool tm_span_refresh(tm_span *s); /* recompute summary; true if a block is free */
 void tm_span_collect(tm_span *s); /* move thread_free blocks into the bitmap */

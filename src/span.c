@@ -20,7 +20,11 @@ void tm_span_init_small(tm_span *s, unsigned c, tm_heap *owner) {
   s->capacity = (uint32_t)cap;
   s->used = 0;
   s->size_class = (uint8_t)c;
-  s->div_magic = (((uint64_t)1 << TM_DIV_SHIFT) + bsize - 1) / bsize;
+  unsigned k = (unsigned)__builtin_ctzll(bsize);
+  uint64_t odd = bsize >> k, inv = odd;
+  for (int i = 0; i < 5; i++) inv *= 2 - odd * inv; /* Newton: 3, 6, ..., 96 bits */
+  s->div_inv = inv;
+  s->div_shift = (uint8_t)k;
   s->large_size = 0;
   unsigned words = tm_span_words(s);
   memset(s->bits, 0xff, (size_t)words * sizeof(uint64_t));
@@ -44,11 +48,9 @@ bool tm_span_refresh(tm_span *s) {
 }
 
 bool tm_span_block_index(tm_span *s, const void *p, uint32_t *idx) {
-  uint64_t off = (uint64_t)((uintptr_t)p - (uintptr_t)s->start);
-  if ((uintptr_t)p < (uintptr_t)s->start || off >= (uint64_t)s->capacity * s->block_size) return false;
-  uint32_t i = (uint32_t)((off * s->div_magic) >> TM_DIV_SHIFT);
-  if ((uint64_t)i * s->block_size != off) return false;
-  *idx = i;
+  uint64_t i = tm_span_index(s, p);
+  if (i >= s->capacity) return false;
+  *idx = (uint32_t)i;
   return true;
 }
 

@@ -1,0 +1,167 @@
+/* Unit tests of the allocator's internal modules (linked statically against
+ * libtidecore, so internal functions are reachable): size classes, exact
+ * block division, the span bitmap and its page occupancy, the registry, and
+ * the segment cache bound. */
+#include "internal.h"
+
+#include <check.h>
+#include <stdlib.h>
+#include <string.h>
+
+static tm_span *new_span(unsigned c) {
+  tm_lock(&tm_global_lock);
+  tm_span *s = tm_slices_alloc(tm_class_slices(c));
+  tm_unlock(&tm_global_lock);
+  ck_assert_ptr_nonnull(s);
+  tm_span_init_small(s, c, NULL);
+  return s;
+}
+
+static void drop_span(tm_span *s) {
+  tm_lock(&tm_global_lock);
+  tm_slices_free(s);
+  tm_unlock(&tm_global_lock);
+}
+
+START_TEST(t_class_bounds) {
+  for (size_t n = 0; n <= TM_SMALL_MAX; n++) {
+    unsigned c = tm_size_class(n);
+    ck_assert_uint_lt(c, TM_NUM_CLASSES);
+    size_t cs = tm_class_size(c);
+    ck_assert_msg(cs >= n, "size %zu in class %u of %zu bytes", n, c, cs);
+    ck_assert_uint_eq(cs % 16, 0);
+    if (c > 0) ck_assert_msg(tm_class_size(c - 1) < n || n == 0, "size %zu not in the smallest class", n);
+    if (n > 128) ck_assert_msg((cs - n) * 8 < n, "size %zu wastes %zu bytes in class %zu", n, cs - n, cs);
+    if (n <= 2048) ck_assert_uint_eq(tm_class_table[(n + 15) >> 4], tm_size_class_calc(n));
+  }
+  ck_assert_uint_eq(tm_class_size(TM_NUM_CLASSES - 1), TM_SMALL_MAX);
+  for (unsigned c = 1; c < TM_NUM_CLASSES; c++) ck_assert_uint_gt(tm_class_size(c), tm_class_size(c - 1));
+}
+END_TEST
+
+START_TEST(t_span_index_exact) {
+  for (unsigned c = 0; c < TM_NUM_CLASSES; c++) {
+    tm_span *s = new_span(c);
+    size_t bytes = (size_t)s->slice_count << TM_SLICE_SHIFT;
+    ck_assert_uint_eq(s->capacity, bytes / s->block_size > TM_MAX_BLOCKS ? TM_MAX_BLOCKS : bytes / s->block_size);
+    for (size_t off = 0; off < bytes + 2 * s->block_size; off += 16) {
+      uint64_t idx = tm_span_index(s, s->start + off);
+      bool block_start = off % s->block_size == 0 && off / s->block_size < s->capacity;
+      if (block_start)
+        ck_assert_msg(idx == off / s->block_size, "class %u off %zu: index %llu", c, off,
+                      (unsigned long long)idx);
+      else
+        ck_assert_msg(idx >= s->capacity, "class %u: off %zu accepted as block %llu", c, off,
+                      (unsigned long long)idx);
+    }
+    /* below the span start and misaligned pointers are never blocks */
+    ck_assert_uint_ge(tm_span_index(s, s->start - 16), s->capacity);
+    ck_assert_uint_ge(tm_span_index(s, s->start + 8), s->capacity);
+    drop_span(s);
+  }
+}
+END_TEST
+
+START_TEST(t_bitmap_order_and_pages) {
+  unsigned c = tm_size_class(1000); /* 1024-byte blocks: four per page */
+  tm_span *s = new_span(c);
+  ck_assert_uint_eq(s->block_size, 1024);
+  uint8_t *prev = NULL;
+  for (uint32_t i = 0; i < s->capacity; i++) {
+    uint8_t *p = tm_span_pop(s);
+    ck_assert_ptr_nonnull(p);
+    if (prev) ck_assert_ptr_eq(p, prev + s->block_size); /* lowest address first */
+    prev = p;
+  }
+  ck_assert_ptr_null(tm_span_pop(s));
+  ck_assert_uint_eq(s->used, s->capacity);
+  uint64_t pages[4];
+  ck_assert_uint_eq(tm_span_live_pages(s, pages, 4), 16);
+  /* free every block of pages 1 and 5, and all but one block of page 2 */
+  for (uint32_t i = 0; i < s->capacity; i++) {
+    unsigned page = (i * 1024) >> TM_PAGE_SHIFT;
+    if (page == 1 || page == 5 || (page == 2 && i != 9)) {
+      s->bits[i >> 6] |= (uint64_t)1 << (i & 63);
+      s->used--;
+    }
+  }
+  ck_assert(tm_span_refresh(s));
+  ck_assert_uint_eq(tm_span_live_pages(s, pages, 4), 14);
+  ck_assert_uint_eq(pages[0] & 0x26, 0x04); /* page 1 and 5 empty, page 2 live */
+  ck_assert_int_eq(tm_span_check(s, NULL), 0);
+  /* freed blocks come back lowest first */
+  ck_assert_ptr_eq(tm_span_pop(s), s->start + 4 * 1024);
+  s->used--; /* undo: the test owns the accounting */
+  s->bits[0] |= (uint64_t)1 << 4;
+  ck_assert_int_eq(tm_span_check(s, NULL), 0);
+  drop_span(s);
+}
+END_TEST
+
+START_TEST(t_check_detects_corruption) {
+  tm_span *s = new_span(3);
+  ck_assert_int_eq(tm_span_check(s, NULL), 0);
+  ck_assert_ptr_nonnull(tm_span_pop(s));
+  s->used++; /* a lost free: accounting no longer matches the bitmap */
+  ck_assert_int_gt(tm_span_check(s, NULL), 0);
+  s->used--;
+  ck_assert_int_eq(tm_span_check(s, NULL), 0);
+  drop_span(s);
+}
+END_TEST
+
+START_TEST(t_registry) {
+  void *p = malloc(100);
+  ck_assert_ptr_nonnull(tm_segment_of(p));
+  ck_assert_ptr_eq(tm_segment_of(p), tm_segment_base(p));
+  int local;
+  ck_assert_ptr_null(tm_segment_of(&local));
+  ck_assert_ptr_null(tm_segment_of((void *)0x1000));
+  void *h = malloc(8 << 20);
+  tm_segment *hs = tm_segment_of(h);
+  ck_assert_ptr_nonnull(hs);
+  ck_assert_uint_eq(hs->kind, TM_SEG_HUGE);
+  free(h);
+  ck_assert_ptr_null(tm_segment_of(h));
+  free(p);
+}
+END_TEST
+
+/* Empty segments beyond TIDE_SEGMENT_CACHE (default 1) are unmapped. */
+START_TEST(t_segment_cache_bound) {
+  enum { N = 40 };
+  void *big[N];
+  struct tide_stats before, full, after;
+  tide_get_stats(&before);
+  for (int i = 0; i < N; i++) {
+    big[i] = malloc(900 * 1024); /* large blocks: ~4 per segment */
+    ck_assert_ptr_nonnull(big[i]);
+    memset(big[i], 1, 4096);
+  }
+  tide_get_stats(&full);
+  ck_assert_uint_ge(full.segment_count, before.segment_count + N / 4);
+  for (int i = 0; i < N; i++) free(big[i]);
+  tide_get_stats(&after);
+  ck_assert_uint_le(after.cached_segments, (size_t)tm_opt.segment_cache);
+  ck_assert_uint_ge(after.segments_released, before.segments_released + N / 4 - 2);
+  ck_assert_uint_le(after.segment_count, before.segment_count + 1);
+}
+END_TEST
+
+int main(void) {
+  Suite *su = suite_create("units");
+  TCase *tc = tcase_create("units");
+  tcase_set_timeout(tc, 60);
+  tcase_add_test(tc, t_class_bounds);
+  tcase_add_test(tc, t_span_index_exact);
+  tcase_add_test(tc, t_bitmap_order_and_pages);
+  tcase_add_test(tc, t_check_detects_corruption);
+  tcase_add_test(tc, t_registry);
+  tcase_add_test(tc, t_segment_cache_bound);
+  suite_add_tcase(su, tc);
+  SRunner *sr = srunner_create(su);
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
