@@ -1,0 +1,580 @@
+/* test_errors: bad input is detected, reported on stderr and (by default)
+ * aborts; TIDE_ABORT_ON_ERROR=0 reports and continues; malformed TIDE_*
+ * environment variables are reported with a one-line warning.
+ *
+ * Every scenario runs in a child process whose stdout/stderr are captured.
+ * Scenarios that need a fresh environment re-execute this very program
+ * (/proc/self/exe --helper MODE) with the environment prepared. */
+#define _GNU_SOURCE
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <malloc.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "tidemalloc.h"
+#include "testutil.h"
+
+extern char **environ;
+
+#define OUTMAX 16384
+
+struct child_result {
+  int status;
+  int timed_out;
+  char out[OUTMAX];
+  char err[OUTMAX];
+};
+
+static void no_core_dumps(void) {
+  struct rlimit rl = {0, 0};
+  setrlimit(RLIMIT_CORE, &rl);
+}
+
+/* Run fn(arg) in a forked child with stdout and stderr captured.  The child
+ * exits 0 when fn returns. */
+static void run_child(void (*fn)(void *), void *arg, struct child_result *r) {
+  int po[2], pe[2];
+  memset(r, 0, sizeof *r);
+  ck_assert_int_eq(pipe(po), 0);
+  ck_assert_int_eq(pipe(pe), 0);
+  fflush(stdout);
+  fflush(stderr);
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    no_core_dumps();
+    close(po[0]);
+    close(pe[0]);
+    dup2(po[1], 1);
+    dup2(pe[1], 2);
+    close(po[1]);
+    close(pe[1]);
+    fn(arg);
+    fflush(stdout);
+    _exit(0);
+  }
+  close(po[1]);
+  close(pe[1]);
+  size_t no = 0, ne = 0;
+  int open_o = 1, open_e = 1;
+  double deadline = now_sec() + 20;
+  while (open_o || open_e) {
+    struct pollfd pf[2] = {{po[0], POLLIN, 0}, {pe[0], POLLIN, 0}};
+    double left = deadline - now_sec();
+    if (left <= 0) break;
+    int n = poll(pf, 2, (int)(left * 1000) + 1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    char tmp[4096];
+    if (open_o && (pf[0].revents & (POLLIN | POLLHUP | POLLERR))) {
+      ssize_t k = read(po[0], tmp, sizeof tmp);
+      if (k <= 0)
+        open_o = 0;
+      else {
+        size_t c = (size_t)k < OUTMAX - 1 - no ? (size_t)k : OUTMAX - 1 - no;
+        memcpy(r->out + no, tmp, c);
+        no += c;
+      }
+    }
+    if (open_e && (pf[1].revents & (POLLIN | POLLHUP | POLLERR))) {
+      ssize_t k = read(pe[0], tmp, sizeof tmp);
+      if (k <= 0)
+        open_e = 0;
+      else {
+        size_t c = (size_t)k < OUTMAX - 1 - ne ? (size_t)k : OUTMAX - 1 - ne;
+        memcpy(r->err + ne, tmp, c);
+        ne += c;
+      }
+    }
+  }
+  close(po[0]);
+  close(pe[0]);
+  double left = deadline - now_sec();
+  if (wait_with_timeout(pid, &r->status, left > 1 ? left : 1) != 0) r->timed_out = 1;
+}
+
+static const char *status_str(const struct child_result *r) {
+  static char buf[128];
+  if (r->timed_out) return "hung (killed after 20 s)";
+  return describe_status(r->status, buf, sizeof buf);
+}
+
+static int aborted(const struct child_result *r) {
+  return !r->timed_out && WIFSIGNALED(r->status) && WTERMSIG(r->status) == SIGABRT;
+}
+
+static int exited_ok(const struct child_result *r) {
+  return !r->timed_out && WIFEXITED(r->status) && WEXITSTATUS(r->status) == 0;
+}
+
+/* Find "<prefix>" in text, parse the hex number that follows it (the prefix
+ * ends in "0x").  Returns 1 and the value when found. */
+static int find_pointer_after(const char *text, const char *prefix, uintptr_t *val) {
+  const char *s = strstr(text, prefix);
+  if (!s) return 0;
+  s += strlen(prefix);
+  char *end;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 16);
+  if (end == s || errno) return 0;
+  *val = (uintptr_t)v;
+  return 1;
+}
+
+#define ASSERT_INVALID_POINTER_REPORT(r, func, ptr)                                               \
+  do {                                                                                          \
+    const char *pfx_ = "tidemalloc: " func "(): invalid pointer 0x";                            \
+    uintptr_t got_ = 0;                                                                         \
+    ck_assert_msg(find_pointer_after((r)->err, pfx_, &got_),                                    \
+                  "stderr lacks \"%s<hex>\"; child %s; stderr was:\n%s", pfx_, status_str(r),   \
+                  (r)->err);                                                                    \
+    ck_assert_msg(got_ == (uintptr_t)(ptr), "reported pointer 0x%lx, expected %p; stderr:\n%s", \
+                  (unsigned long)got_, (void *)(ptr), (r)->err);                                \
+  } while (0)
+
+/* ------------------------------------------------------------------ */
+/* in-process scenarios (default settings: abort on error)             */
+
+static void *g_bad; /* the pointer passed to free/realloc, for the report check */
+
+static void do_free(void *p) {
+  g_bad = p;
+  free(launder(p));
+}
+
+static void sc_free_stack(void *out) {
+  char buf[256];
+  memset(buf, 1, sizeof buf);
+  void *p = buf + 16;
+  *(void **)out = p;
+  free(launder(p));
+}
+
+static char static_area[8192] __attribute__((aligned(64)));
+
+static void sc_free_static(void *out) {
+  void *p = static_area + 64;
+  *(void **)out = p;
+  free(launder(p));
+}
+
+static void sc_free_interior_small(void *out) {
+  char *p = malloc(64);
+  *(void **)out = p + 8;
+  free(launder(p + 8));
+}
+
+static void sc_free_interior_4096(void *out) {
+  char *p = malloc(4096);
+  *(void **)out = p + 16;
+  free(launder(p + 16));
+}
+
+static void sc_free_interior_large(void *out) {
+  char *p = malloc(300 * 1024);
+  *(void **)out = p + 4096;
+  free(launder(p + 4096));
+}
+
+static void sc_free_interior_huge(void *out) {
+  char *p = malloc(20 << 20);
+  *(void **)out = p + 64;
+  free(launder(p + 64));
+}
+
+static void sc_free_foreign_mmap(void *out) {
+  char *p = mmap(NULL, 1 << 16, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) _exit(99);
+  *(void **)out = p + 16;
+  free(launder(p + 16));
+}
+
+static void sc_realloc_interior(void *out) {
+  char *p = malloc(64);
+  *(void **)out = p + 8;
+  void *q = realloc(launder(p + 8), 100);
+  (void)q;
+}
+
+static void sc_realloc_stack(void *out) {
+  char buf[128];
+  memset(buf, 2, sizeof buf);
+  *(void **)out = buf + 32;
+  void *q = realloc(launder(buf + 32), 1000);
+  (void)q;
+}
+
+/* The child writes the bad pointer into a shared page so the parent can
+ * compare it with the report. */
+static void **shared_slot(void) {
+  static void **slot;
+  if (!slot) {
+    slot = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    ck_assert_msg(slot != MAP_FAILED, "mmap failed");
+  }
+  *slot = NULL;
+  return slot;
+}
+
+static void check_invalid(void (*sc)(void *), const char *func, const char *what) {
+  void **slot = shared_slot();
+  struct child_result *r = malloc(sizeof *r);
+  ck_assert_ptr_nonnull(r);
+  run_child(sc, slot, r);
+  ck_assert_msg(*slot != NULL, "%s: scenario did not run (%s)", what, status_str(r));
+  ck_assert_msg(aborted(r), "%s: expected abort (SIGABRT), child %s; stderr:\n%s", what,
+                status_str(r), r->err);
+  if (strcmp(func, "free") == 0)
+    ASSERT_INVALID_POINTER_REPORT(r, "free", *slot);
+  else
+    ASSERT_INVALID_POINTER_REPORT(r, "realloc", *slot);
+  free(r);
+}
+
+START_TEST(t_free_stack) { check_invalid(sc_free_stack, "free", "free(stack address)"); }
+END_TEST
+START_TEST(t_free_static) { check_invalid(sc_free_static, "free", "free(static array + 64)"); }
+END_TEST
+START_TEST(t_free_interior_small) {
+  check_invalid(sc_free_interior_small, "free", "free(malloc(64) + 8)");
+}
+END_TEST
+START_TEST(t_free_interior_4096) {
+  check_invalid(sc_free_interior_4096, "free", "free(malloc(4096) + 16)");
+}
+END_TEST
+START_TEST(t_free_interior_large) {
+  check_invalid(sc_free_interior_large, "free", "free(malloc(300 KiB) + 4096)");
+}
+END_TEST
+START_TEST(t_free_interior_huge) {
+  check_invalid(sc_free_interior_huge, "free", "free(malloc(20 MiB) + 64)");
+}
+END_TEST
+START_TEST(t_free_foreign_mmap) {
+  check_invalid(sc_free_foreign_mmap, "free", "free(mmap'd page + 16)");
+}
+END_TEST
+START_TEST(t_realloc_interior) {
+  check_invalid(sc_realloc_interior, "realloc", "realloc(malloc(64) + 8, 100)");
+}
+END_TEST
+START_TEST(t_realloc_stack) {
+  check_invalid(sc_realloc_stack, "realloc", "realloc(stack address, 1000)");
+}
+END_TEST
+
+static void sc_double_free_small(void *arg) {
+  (void)arg;
+  void *keep = malloc(32);
+  void *p = malloc(32);
+  void *keep2 = malloc(32);
+  free(p);
+  do_free(p);
+  free(keep);
+  free(keep2);
+}
+
+static void sc_double_free_small_later(void *arg) {
+  (void)arg;
+  void *p = malloc(100);
+  free(p);
+  void *others[10];
+  for (int i = 0; i < 10; i++) others[i] = malloc(200); /* other size class */
+  do_free(p);
+  for (int i = 0; i < 10; i++) free(others[i]);
+}
+
+static void sc_double_free_large(void *arg) {
+  (void)arg;
+  void *p = malloc(200 * 1024);
+  free(p);
+  do_free(p);
+}
+
+static void sc_double_free_huge(void *arg) {
+  (void)arg;
+  void *p = malloc(32 << 20);
+  free(p);
+  do_free(p);
+}
+
+START_TEST(t_double_free_small) {
+  struct child_result *r = malloc(sizeof *r);
+  ck_assert_ptr_nonnull(r);
+  run_child(sc_double_free_small, NULL, r);
+  ck_assert_msg(aborted(r), "double free of a small block: child %s; stderr:\n%s", status_str(r),
+                r->err);
+  ck_assert_msg(strstr(r->err, "double free") != NULL,
+                "double free of a small block: stderr lacks \"double free\":\n%s", r->err);
+  run_child(sc_double_free_small_later, NULL, r);
+  ck_assert_msg(aborted(r), "double free after other allocations: child %s; stderr:\n%s",
+                status_str(r), r->err);
+  ck_assert_msg(strstr(r->err, "double free") != NULL,
+                "double free after other allocations: stderr lacks \"double free\":\n%s", r->err);
+  free(r);
+}
+END_TEST
+
+START_TEST(t_double_free_big) {
+  struct child_result *r = malloc(sizeof *r);
+  ck_assert_ptr_nonnull(r);
+  void (*const sc[2])(void *) = {sc_double_free_large, sc_double_free_huge};
+  const char *names[2] = {"200 KiB", "32 MiB"};
+  for (int i = 0; i < 2; i++) {
+    run_child(sc[i], NULL, r);
+    ck_assert_msg(aborted(r), "double free of a %s block: child %s; stderr:\n%s", names[i],
+                  status_str(r), r->err);
+    ck_assert_msg(strstr(r->err, "double free") || strstr(r->err, "invalid pointer"),
+                  "double free of a %s block: stderr reports neither \"double free\" nor "
+                  "\"invalid pointer\":\n%s",
+                  names[i], r->err);
+  }
+  free(r);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* scenarios in a freshly exec'd process (environment read at start)   */
+
+struct exec_args {
+  const char *mode;
+  const char *env[4]; /* NAME=VALUE entries to add, NULL-terminated */
+};
+
+static void exec_helper(void *arg) {
+  struct exec_args *a = arg;
+  size_t n = 0;
+  while (environ[n]) n++;
+  char **envp = calloc(n + 8, sizeof *envp);
+  if (!envp) _exit(98);
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++)
+    if (strncmp(environ[i], "TIDE_", 5) != 0) envp[k++] = environ[i];
+  for (int i = 0; i < 4 && a->env[i]; i++) envp[k++] = (char *)a->env[i];
+  envp[k] = NULL;
+  char *argv[] = {"test_errors", "--helper", (char *)a->mode, NULL};
+  execve("/proc/self/exe", argv, envp);
+  _exit(97);
+}
+
+static void run_helper(const char *mode, const char *env1, const char *env2,
+                       struct child_result *r) {
+  struct exec_args a = {mode, {env1, env2, NULL, NULL}};
+  run_child(exec_helper, &a, r);
+  ck_assert_msg(!(WIFEXITED(r->status) && WEXITSTATUS(r->status) >= 97),
+                "could not exec the helper (%s)", status_str(r));
+}
+
+/* Count the lines of text containing needle. */
+static int lines_with(const char *text, const char *needle) {
+  int count = 0;
+  const char *line = text;
+  while (*line) {
+    const char *nl = strchr(line, '\n');
+    size_t len = nl ? (size_t)(nl - line) : strlen(line);
+    char *tmp = strndup(line, len);
+    if (tmp && strstr(tmp, needle)) count++;
+    free(tmp);
+    if (!nl) break;
+    line = nl + 1;
+  }
+  return count;
+}
+
+#define ASSERT_SURVIVED(r, what)                                                              \
+  do {                                                                                        \
+    ck_assert_msg(exited_ok(r), "%s: expected exit 0, child %s; stderr:\n%s", (what),          \
+                  status_str(r), (r)->err);                                                   \
+    ck_assert_msg(strstr((r)->out, "helper: survived heap_check=0") != NULL,                  \
+                  "%s: helper did not finish cleanly; stdout:\n%s\nstderr:\n%s", (what),      \
+                  (r)->out, (r)->err);                                                        \
+  } while (0)
+
+START_TEST(t_clean_run_is_silent) {
+  struct child_result *r = malloc(sizeof *r);
+  ck_assert_ptr_nonnull(r);
+  run_helper("clean", NULL, NULL, r);
+  ASSERT_SURVIVED(r, "clean run");
+  ck_assert_msg(r->err[0] == '\0', "a clean run printed on stderr:\n%s", r->err);
+  free(r);
+}
+END_TEST
+
+START_TEST(t_no_abort_invalid_free) {
+  struct child_result *r = malloc(sizeof *r);
+  ck_assert_ptr_nonnull(r);
+  run_helper("invalid-free", "TIDE_ABORT_ON_ERROR=0", NULL, r);
+  ASSERT_SURVIVED(r, "TIDE_ABORT_ON_ERROR=0 + invalid free");
+  unsigned long bad = 0;
+  ck_assert_msg(sscanf(r->out, "bad=%lx", &bad) == 1, "helper stdout: %s", r->out);
+  ASSERT_INVALID_POINTER_REPORT(r, "free", bad);
+  free(r);
+}
+END_TEST
+
+START_TEST(t_no_abort_invalid_realloc) {
+  struct child_result *r = malloc(sizeof *r);
+  ck_assert_ptr_nonnull(r);
+  run_helper("invalid-realloc", "TIDE_ABORT_ON_ERROR=0", NULL, r);
+  ASSERT_SURVIVED(r, "TIDE_ABORT_ON_ERROR=0 + invalid realloc");
+  unsigned long bad = 0;
+  ck_assert_msg(sscanf(r->out, "bad=%lx", &bad) == 1, "helper stdout: %s", r->out);
+  ASSERT_INVALID_POINTER_REPORT(r, "realloc", bad);
+  free(r);
+}
+END_TEST
+
+START_TEST(t_no_abort_double_free) {
+  struct child_result *r = malloc(sizeof *r);
+  ck_assert_ptr_nonnull(r);
+  run_helper("double-free", "TIDE_ABORT_ON_ERROR=0", NULL, r);
+  ASSERT_SURVIVED(r, "TIDE_ABORT_ON_ERROR=0 + double free");
+  ck_assert_msg(strstr(r->err, "double free") != NULL, "no \"double free\" report:\n%s", r->err);
+  free(r);
+}
+END_TEST
+
+START_TEST(t_abort_on_error_explicit) {
+  struct child_result *r = malloc(sizeof *r);
+  ck_assert_ptr_nonnull(r);
+  run_helper("invalid-free", "TIDE_ABORT_ON_ERROR=1", NULL, r);
+  ck_assert_msg(aborted(r), "TIDE_ABORT_ON_ERROR=1: expected SIGABRT, child %s; stderr:\n%s",
+                status_str(r), r->err);
+  ck_assert_msg(strstr(r->err, "tidemalloc: free(): invalid pointer 0x") != NULL, "stderr:\n%s",
+                r->err);
+  free(r);
+}
+END_TEST
+
+static void check_env_warning(const char *assignment, const char *var) {
+  struct child_result *r = malloc(sizeof *r);
+  ck_assert_ptr_nonnull(r);
+  run_helper("threads", assignment, NULL, r);
+  ASSERT_SURVIVED(r, assignment);
+  int n = lines_with(r->err, var);
+  ck_assert_msg(n == 1, "%s: expected exactly one warning line mentioning %s, got %d; stderr:\n%s",
+                assignment, var, n, r->err);
+  free(r);
+}
+
+START_TEST(t_env_malformed_value) { check_env_warning("TIDE_SEGMENT_CACHE=banana", "TIDE_SEGMENT_CACHE"); }
+END_TEST
+START_TEST(t_env_unknown_variable) { check_env_warning("TIDE_NOSUCH=1", "TIDE_NOSUCH"); }
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* helper mode (runs in the exec'd process)                            */
+
+static void *helper_thread(void *arg) {
+  uintptr_t id = (uintptr_t)arg;
+  void *v[64];
+  for (int round = 0; round < 50; round++) {
+    for (int i = 0; i < 64; i++) {
+      v[i] = malloc((size_t)(i * 61 + (int)id) % 5000 + 1);
+      if (!v[i]) return (void *)1;
+    }
+    for (int i = 0; i < 64; i++) free(v[i]);
+  }
+  return NULL;
+}
+
+static int helper_main(const char *mode) {
+  /* some ordinary work first */
+  void *warm[32];
+  for (int i = 0; i < 32; i++) warm[i] = malloc((size_t)i * 100 + 1);
+  if (strcmp(mode, "invalid-free") == 0) {
+    char *p = malloc(64);
+    printf("bad=%lx\n", (unsigned long)(uintptr_t)(p + 8));
+    fflush(stdout);
+    free(launder(p + 8));
+    free(p);
+  } else if (strcmp(mode, "invalid-realloc") == 0) {
+    char *p = malloc(64);
+    printf("bad=%lx\n", (unsigned long)(uintptr_t)(p + 8));
+    fflush(stdout);
+    void *q = realloc(launder(p + 8), 100);
+    (void)q; /* must not be used: it is not a valid result */
+    free(p);
+  } else if (strcmp(mode, "double-free") == 0) {
+    void *p = malloc(48);
+    free(p);
+    free(launder(p));
+  } else if (strcmp(mode, "threads") == 0) {
+    pthread_t t[4];
+    for (uintptr_t i = 0; i < 4; i++)
+      if (pthread_create(&t[i], NULL, helper_thread, (void *)i) != 0) return 3;
+    for (int i = 0; i < 4; i++) {
+      void *res;
+      pthread_join(t[i], &res);
+      if (res) return 4;
+    }
+  } else if (strcmp(mode, "clean") != 0) {
+    return 2;
+  }
+  /* the allocator still works afterwards */
+  for (int i = 0; i < 1000; i++) {
+    void *p = malloc((size_t)(i * 37) % 70000 + 1);
+    if (!p) return 5;
+    memset(p, 1, (size_t)(i * 37) % 70000 + 1);
+    free(p);
+  }
+  for (int i = 0; i < 32; i++) free(warm[i]);
+  printf("helper: survived heap_check=%d\n", tide_heap_check());
+  fflush(stdout);
+  return 0;
+}
+
+static Suite *errors_suite(void) {
+  Suite *s = suite_create("errors");
+  TCase *tc = tcase_create("invalid_pointer");
+  tcase_add_test(tc, t_free_stack);
+  tcase_add_test(tc, t_free_static);
+  tcase_add_test(tc, t_free_interior_small);
+  tcase_add_test(tc, t_free_interior_4096);
+  tcase_add_test(tc, t_free_interior_large);
+  tcase_add_test(tc, t_free_interior_huge);
+  tcase_add_test(tc, t_free_foreign_mmap);
+  tcase_add_test(tc, t_realloc_interior);
+  tcase_add_test(tc, t_realloc_stack);
+  tcase_set_timeout(tc, 30);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("double_free");
+  tcase_add_test(tc, t_double_free_small);
+  tcase_add_test(tc, t_double_free_big);
+  tcase_set_timeout(tc, 30);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("environment");
+  tcase_add_test(tc, t_clean_run_is_silent);
+  tcase_add_test(tc, t_no_abort_invalid_free);
+  tcase_add_test(tc, t_no_abort_invalid_realloc);
+  tcase_add_test(tc, t_no_abort_double_free);
+  tcase_add_test(tc, t_abort_on_error_explicit);
+  tcase_add_test(tc, t_env_malformed_value);
+  tcase_add_test(tc, t_env_unknown_variable);
+  tcase_set_timeout(tc, 30);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(int argc, char **argv) {
+  if (argc == 3 && strcmp(argv[1], "--helper") == 0) return helper_main(argv[2]);
+  SRunner *sr = srunner_create(errors_suite());
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
