@@ -83,8 +83,10 @@ TM_API void *pvalloc(size_t size) {
   return tm_malloc_aligned(rounded ? rounded : TM_PAGE_SIZE, TM_PAGE_SIZE);
 }
 
+#ifndef TIDE_NO_LIBC_ALIASES /* set when the public names are renamed (scripts/sanitize.sh) */
 TM_ALIAS_BEGIN
 TM_API void *__libc_memalign(size_t align, size_t size) __attribute__((alias("memalign")));
 TM_API void *__libc_valloc(size_t size) __attribute__((alias("valloc")));
 TM_API void *__libc_pvalloc(size_t size) __attribute__((alias("pvalloc")));
 TM_ALIAS_END
+#endif

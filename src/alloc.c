@@ -193,9 +193,11 @@ TM_API void *reallocarray(void *p, size_t n, size_t size) {
 }
 
 /* glibc-internal names some programs and libraries call directly. */
+#ifndef TIDE_NO_LIBC_ALIASES /* set when the public names are renamed (scripts/sanitize.sh) */
 TM_ALIAS_BEGIN
 TM_API void *__libc_malloc(size_t size) __attribute__((alias("malloc")));
 TM_API void __libc_free(void *p) __attribute__((alias("free")));
 TM_API void *__libc_calloc(size_t n, size_t size) __attribute__((alias("calloc")));
 TM_API void *__libc_realloc(void *p, size_t size) __attribute__((alias("realloc")));
 TM_ALIAS_END
+#endif
