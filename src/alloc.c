@@ -37,7 +37,9 @@ TM_INLINE void *tm_malloc_inline(size_t size) {
     uint32_t n = k->n;
     if (TM_LIKELY(n != 0)) {
       k->n = n - 1;
-      return k->items[n - 1];
+      void *p = k->items[n - 1];
+      ((uint64_t *)p)[1] = 0; /* no longer marked free (see tm_free_key) */
+      return p;
     }
     void *p = tm_span_pop(h->cur[c]);
     if (TM_LIKELY(p != NULL)) {
@@ -74,16 +76,16 @@ TM_INLINE void tm_free_inline(void *p) {
     return tm_free_other(p, s, "free"); /* other thread's, full, large, huge, bad */
   uint64_t idx = tm_span_index(s, p);
   if (TM_UNLIKELY(idx >= s->capacity)) return tm_free_local_bad(p, s);
+  uint64_t *word = p;
+  if (TM_UNLIKELY(word[1] == tm_free_key(h))) return tm_free_suspect(h, s, p); /* freed twice? */
 #if TIDE_DEBUG
-  if (s->bits[idx >> 6] & ((uint64_t)1 << (idx & 63))) return tm_free_local_bad(p, s);
-  for (uint32_t i = 0; i < h->cache[s->size_class].n; i++)
-    if (h->cache[s->size_class].items[i] == p) return tm_free_local_bad(p, s);
+  if (tm_block_is_free(h, s, p)) return tm_report_invalid("free", p, "double free");
   memset(p, 0xdf, s->block_size);
 #endif
+  word[1] = tm_free_key(h);
   tm_cache *k = &h->cache[s->size_class];
   uint32_t n = k->n;
   if (TM_UNLIKELY(n >= k->cap)) return tm_free_cache_full(h, p);
-  if (TM_UNLIKELY(n && k->items[n - 1] == p)) return tm_report_invalid("free", p, "double free");
   k->items[n] = p;
   k->n = n + 1;
 }

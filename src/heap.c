@@ -162,6 +162,31 @@ void tm_cache_flush(tm_heap *h, unsigned c, unsigned keep) {
   h->in_slow = saved;
 }
 
+/* Is p, a block of s owned by h, already free (cached or in the bitmap)? */
+bool tm_block_is_free(tm_heap *h, tm_span *s, void *p) {
+  uint64_t idx = tm_span_index(s, p);
+  if (s->bits[idx >> 6] & ((uint64_t)1 << (idx & 63))) return true;
+  tm_cache *k = &h->cache[s->size_class];
+  for (uint32_t i = 0; i < k->n; i++)
+    if (k->items[i] == p) return true;
+  return false;
+}
+
+/* free() found the free key in p: report a double free, or, if the program
+ * just happened to store that value, free the block normally. */
+void tm_free_suspect(tm_heap *h, tm_span *s, void *p) {
+  if (tm_block_is_free(h, s, p)) {
+    tm_report_invalid("free", p, "double free");
+    return;
+  }
+  tm_cache *k = &h->cache[s->size_class];
+  if (k->n >= k->cap) {
+    tm_free_cache_full(h, p);
+    return;
+  }
+  k->items[k->n++] = p;
+}
+
 /* free() found the cache of p's class full: make room by releasing the
  * older half, then cache p. */
 void tm_free_cache_full(tm_heap *h, void *p) {
@@ -319,7 +344,7 @@ static tm_heap *tm_heap_new_for_thread(void) {
 
 /* Hand every span of h on: empty ones are retired, the rest become orphans
  * that any thread can adopt, and remote frees into them keep working. */
-static void tm_heap_abandon(tm_heap *h) {
+static void tm_heap_abandon(tm_heap *h, bool after_fork) {
   h->in_slow = 1;
   tm_heap_flush_caches(h);
   tm_heap_process_remote(h);
@@ -337,6 +362,7 @@ static void tm_heap_abandon(tm_heap *h) {
       tm_span *next = s->next;
       tm_span_set_owner(s, NULL, false);
       tm_span_collect(s);
+      if (after_fork) tm_span_resync(s);
       if (s->used == 0) {
         TM_STAT_SUB(span_bytes, (size_t)s->slice_count << TM_SLICE_SHIFT);
         tm_slices_free(s);
@@ -358,7 +384,7 @@ static void tm_thread_done(void *value) {
   (void)value;
   tm_heap *h = tm_heap_tls;
   if (h->state != TM_HEAP_ACTIVE || h == &tm_heap_shared) return;
-  tm_heap_abandon(h);
+  tm_heap_abandon(h, false);
   tm_heap_tls = &tm_heap_exiting;
 }
 
@@ -477,32 +503,32 @@ int tm_heap_check(tm_heap *h) {
     tm_span *cur = h->cur[c];
     if (cur != &tm_empty_span) {
       problems += tm_span_check(cur, h);
-      if (cur->queue != TM_Q_CURRENT || cur->size_class != c) problems++;
+      if (cur->queue != TM_Q_CURRENT || cur->size_class != c) problems += tm_check_problem("current span in the wrong queue or class", cur);
     }
     for (tm_span *s = h->partial[c].first; s; s = s->next) {
       problems += tm_span_check(s, h);
-      if (s->queue != TM_Q_PARTIAL || s->size_class != c) problems++;
-      if (s->next && s->next->prev != s) problems++;
+      if (s->queue != TM_Q_PARTIAL || s->size_class != c) problems += tm_check_problem("partial span in the wrong queue or class", s);
+      if (s->next && s->next->prev != s) problems += tm_check_problem("broken queue link", s);
     }
   }
   for (unsigned c = 0; c < TM_NUM_CLASSES; c++) {
     tm_cache *k = &h->cache[c];
-    if (k->n > k->cap || k->cap > TM_CACHE_SLOTS) problems++;
+    if (k->n > k->cap || k->cap > TM_CACHE_SLOTS) problems += tm_check_problem("cache count out of range", k);
     for (unsigned i = 0; i < k->n && i < TM_CACHE_SLOTS; i++) {
       tm_segment *seg = tm_segment_of(k->items[i]);
       tm_span *s = seg ? tm_span_of(seg, k->items[i]) : NULL;
       uint32_t idx;
       if (!s || tm_span_kind(s) != TM_SPAN_SMALL || s->size_class != c || !tm_span_block_index(s, k->items[i], &idx) ||
           (s->bits[idx >> 6] & ((uint64_t)1 << (idx & 63))))
-        problems++;
+        problems += tm_check_problem("cached block is not a live block of its class", k->items[i]);
       for (unsigned j = 0; j < i; j++)
-        if (k->items[j] == k->items[i]) problems++;
+        if (k->items[j] == k->items[i]) problems += tm_check_problem("block cached twice", k->items[i]);
     }
   }
   for (tm_span *s = h->full.first; s; s = s->next) {
     problems += tm_span_check(s, h);
-    if (s->queue != TM_Q_FULL) problems++;
-    if (s->next && s->next->prev != s) problems++;
+    if (s->queue != TM_Q_FULL) problems += tm_check_problem("full span in the wrong queue", s);
+    if (s->next && s->next->prev != s) problems += tm_check_problem("broken queue link", s);
   }
   return problems;
 }
@@ -526,13 +552,17 @@ static void tm_fork_child(void) {
   if (me->state == TM_HEAP_ACTIVE && me != &tm_heap_shared && me->in_slow) {
     me->state = TM_HEAP_DEAD;
     tm_heap_tls = &tm_heap_empty;
+  } else if (me->state == TM_HEAP_ACTIVE) {
+    /* fork from a signal handler may have cut a pop on a current span */
+    for (unsigned c = 0; c < TM_NUM_CLASSES; c++)
+      if (me->cur[c] != &tm_empty_span) tm_span_resync(me->cur[c]);
   }
   for (tm_heap *h = atomic_load(&tm_all_heaps); h; h = h->next_all) {
     if (h == tm_heap_tls || h->state != TM_HEAP_ACTIVE) continue;
     if (h->in_slow)
       h->state = TM_HEAP_DEAD;
     else
-      tm_heap_abandon(h);
+      tm_heap_abandon(h, true);
   }
 }
 

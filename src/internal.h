@@ -283,6 +283,7 @@ void tm_span_retire(tm_span *s);  /* give the slices back (global lock NOT held)
 bool tm_span_block_index(tm_span *s, const void *p, uint32_t *idx);
 size_t tm_span_live_pages(tm_span *s, uint64_t *page_bits, size_t nwords);
 int tm_span_check(tm_span *s, tm_heap *expected_owner);
+void tm_span_resync(tm_span *s); /* after fork: recount used, rebuild summary */
 
 TM_INLINE void *tm_span_pop(tm_span *s) {
   uint64_t sum = s->summary;
@@ -295,7 +296,9 @@ TM_INLINE void *tm_span_pop(tm_span *s) {
   s->bits[wi] = w;
   if (!w) s->summary = sum & (sum - 1);
   s->used++;
-  return s->start + (size_t)(wi * 64u + b) * s->block_size;
+  uint8_t *p = s->start + (size_t)(wi * 64u + b) * s->block_size;
+  ((uint64_t *)p)[1] = 0; /* no longer marked free (see tm_free_key) */
+  return p;
 }
 
 /* ---- heaps (heap.c) ------------------------------------------------------ */
@@ -303,6 +306,17 @@ void tm_init(void);
 void *tm_alloc_slow(tm_heap *h, unsigned c);
 void tm_free_local_event(tm_heap *h, tm_span *s);
 void tm_free_cache_full(tm_heap *h, void *p);
+void tm_free_suspect(tm_heap *h, tm_span *s, void *p);
+bool tm_block_is_free(tm_heap *h, tm_span *s, void *p);
+
+/* The owner's free writes this into word 1 of the block (as glibc's tcache
+ * does with its key), allocation clears it. Finding it already there on
+ * free means a probable double free, confirmed on a slow path: the block is
+ * in the cache or its bitmap bit is set. Data that happens to equal the key
+ * only costs that check. */
+TM_INLINE uint64_t tm_free_key(const tm_heap *h) {
+  return (uint64_t)(uintptr_t)h ^ 0x9e3779b97f4a7c15ull;
+}
 void tm_cache_flush(tm_heap *h, unsigned c, unsigned keep);
 void tm_free_other(void *p, tm_span *s, const char *who);
 void tm_free_slow(void *p, const char *who);
@@ -325,9 +339,18 @@ size_t tm_usable_size(const void *p);
 /* ---- reporting (report.c) and options (options.c) ------------------------ */
 void tm_report_invalid(const char *who, const void *p, const char *what);
 void tm_warn(const char *msg, const char *detail);
+int tm_check_problem(const char *what, const void *where); /* reports, returns 1 */
 void tm_write_str(int fd, const char *s);
-size_t tm_fmt_u64(char *buf, uint64_t v);
-size_t tm_fmt_hex(char *buf, uint64_t v);
+/* Bounded line building on a stack buffer: the allocator cannot use stdio. */
+typedef struct tm_line {
+  char *buf;
+  size_t cap, len;
+} tm_line;
+#define TM_LINE(name, storage) tm_line name = {(storage), sizeof(storage), 0}
+void tm_line_add(tm_line *l, const char *s);
+void tm_line_add_n(tm_line *l, const char *s, size_t n);
+void tm_line_add_u64(tm_line *l, uint64_t v);
+void tm_line_add_hex(tm_line *l, uint64_t v);
 void tm_options_load(void);
 
 /* ---- back end (pager/) -------------------------------------------------- */

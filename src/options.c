@@ -41,22 +41,18 @@ static bool tm_parse_int(const char *s, int min, int max, int *out) {
 }
 
 static void tm_warn_value(const tm_knob *k, const char *value) {
-  char line[200];
-  char num[24];
-  line[0] = 0;
-  strcat(line, k->name);
-  strcat(line, "=");
-  strncat(line, value, 40);
-  strcat(line, " is not an integer in ");
-  tm_fmt_u64(num, (uint64_t)k->min);
-  strcat(line, num);
-  strcat(line, "..");
-  tm_fmt_u64(num, (uint64_t)k->max);
-  strcat(line, num);
-  strcat(line, "; using the default ");
-  tm_fmt_u64(num, (uint64_t)*k->value);
-  strcat(line, num);
-  tm_warn(line, NULL);
+  char storage[200];
+  TM_LINE(line, storage);
+  tm_line_add(&line, k->name);
+  tm_line_add(&line, "=");
+  tm_line_add_n(&line, value, 40);
+  tm_line_add(&line, " is not an integer in ");
+  tm_line_add_u64(&line, (uint64_t)k->min);
+  tm_line_add(&line, "..");
+  tm_line_add_u64(&line, (uint64_t)k->max);
+  tm_line_add(&line, "; using the default ");
+  tm_line_add_u64(&line, (uint64_t)*k->value);
+  tm_warn(line.buf, NULL);
 }
 
 void tm_options_load(void) {
@@ -76,11 +72,10 @@ void tm_options_load(void) {
       }
     }
     if (!knob) {
-      char name[64];
-      size_t n = len < sizeof name - 1 ? len : sizeof name - 1;
-      memcpy(name, var, n);
-      name[n] = 0;
-      tm_warn("unknown variable ignored: ", name);
+      char storage[64];
+      TM_LINE(name, storage);
+      tm_line_add_n(&name, var, len);
+      tm_warn("unknown variable ignored: ", name.buf);
       continue;
     }
     int v;
@@ -90,18 +85,15 @@ void tm_options_load(void) {
       tm_warn_value(knob, eq + 1);
   }
   if (tm_opt.verbose) {
-    char line[160];
-    char num[24];
-    line[0] = 0;
-    strcat(line, "tidemalloc: version " TIDEMALLOC_VERSION " pager-mode=");
-    strcat(line, tm_os_purge_mode());
-    strcat(line, " segment-cache=");
-    tm_fmt_u64(num, (uint64_t)tm_opt.segment_cache);
-    strcat(line, num);
-    strcat(line, " abort-on-error=");
-    tm_fmt_u64(num, (uint64_t)tm_opt.abort_on_error);
-    strcat(line, num);
-    strcat(line, TIDE_DEBUG ? " debug=1\n" : "\n");
-    tm_write_str(2, line);
+    char storage[160];
+    TM_LINE(line, storage);
+    tm_line_add(&line, "tidemalloc: version " TIDEMALLOC_VERSION " pager-mode=");
+    tm_line_add(&line, tm_os_purge_mode());
+    tm_line_add(&line, " segment-cache=");
+    tm_line_add_u64(&line, (uint64_t)tm_opt.segment_cache);
+    tm_line_add(&line, " abort-on-error=");
+    tm_line_add_u64(&line, (uint64_t)tm_opt.abort_on_error);
+    tm_line_add(&line, TIDE_DEBUG ? " debug=1\n" : "\n");
+    tm_write_str(2, line.buf);
   }
 }

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
 #include <unistd.h>
 
 void tm_write_str(int fd, const char *s) {
@@ -20,49 +21,52 @@ void tm_write_str(int fd, const char *s) {
   }
 }
 
-size_t tm_fmt_u64(char *buf, uint64_t v) {
-  char tmp[24];
-  size_t n = 0;
-  do {
-    tmp[n++] = (char)('0' + v % 10);
-    v /= 10;
-  } while (v);
-  for (size_t i = 0; i < n; i++) buf[i] = tmp[n - 1 - i];
-  buf[n] = 0;
-  return n;
+void tm_line_add_n(tm_line *l, const char *s, size_t n) {
+  for (size_t i = 0; i < n && s[i] && l->len + 1 < l->cap; i++) l->buf[l->len++] = s[i];
+  l->buf[l->len] = 0;
 }
 
-size_t tm_fmt_hex(char *buf, uint64_t v) {
-  static const char digits[] = "0123456789abcdef";
-  char tmp[20];
-  size_t n = 0;
+void tm_line_add(tm_line *l, const char *s) { tm_line_add_n(l, s, SIZE_MAX); }
+
+void tm_line_add_u64(tm_line *l, uint64_t v) {
+  char tmp[24];
+  size_t n = sizeof tmp - 1;
+  tmp[n] = 0;
   do {
-    tmp[n++] = digits[v & 15];
+    tmp[--n] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v);
+  tm_line_add(l, tmp + n);
+}
+
+void tm_line_add_hex(tm_line *l, uint64_t v) {
+  static const char digits[] = "0123456789abcdef";
+  char tmp[24];
+  size_t n = sizeof tmp - 1;
+  tmp[n] = 0;
+  do {
+    tmp[--n] = digits[v & 15];
     v >>= 4;
   } while (v);
-  buf[0] = '0';
-  buf[1] = 'x';
-  for (size_t i = 0; i < n; i++) buf[2 + i] = tmp[n - 1 - i];
-  buf[2 + n] = 0;
-  return n + 2;
+  tmp[--n] = 'x';
+  tmp[--n] = '0';
+  tm_line_add(l, tmp + n);
 }
 
 /* "tidemalloc: free(): invalid pointer 0x...", then abort unless
  * TIDE_ABORT_ON_ERROR=0, in which case the call is ignored. */
 void tm_report_invalid(const char *who, const void *p, const char *what) {
   int saved = errno;
-  char line[160];
-  char num[24];
-  line[0] = 0;
-  strcat(line, "tidemalloc: ");
-  strncat(line, who, 32);
-  strcat(line, "(): ");
-  strncat(line, what, 48);
-  strcat(line, " ");
-  tm_fmt_hex(num, (uint64_t)(uintptr_t)p);
-  strcat(line, num);
-  strcat(line, "\n");
-  tm_write_str(2, line);
+  char storage[160];
+  TM_LINE(line, storage);
+  tm_line_add(&line, "tidemalloc: ");
+  tm_line_add(&line, who);
+  tm_line_add(&line, "(): ");
+  tm_line_add(&line, what);
+  tm_line_add(&line, " ");
+  tm_line_add_hex(&line, (uint64_t)(uintptr_t)p);
+  tm_line_add(&line, "\n");
+  tm_write_str(2, line.buf);
   if (tm_opt.abort_on_error) abort();
   errno = saved;
 }
@@ -74,4 +78,17 @@ void tm_warn(const char *msg, const char *detail) {
   if (detail) tm_write_str(2, detail);
   tm_write_str(2, "\n");
   errno = saved;
+}
+
+/* One line per inconsistency found by tide_heap_check(). */
+int tm_check_problem(const char *what, const void *where) {
+  char storage[160];
+  TM_LINE(line, storage);
+  tm_line_add(&line, "tidemalloc: heap check: ");
+  tm_line_add(&line, what);
+  tm_line_add(&line, " at ");
+  tm_line_add_hex(&line, (uint64_t)(uintptr_t)where);
+  tm_line_add(&line, "\n");
+  tm_write_str(2, line.buf);
+  return 1;
 }

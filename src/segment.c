@@ -278,11 +278,11 @@ int tm_segments_check(void) {
   int problems = 0;
   tm_lock(&tm_global_lock);
   for (tm_segment *seg = tm_free_segs; seg; seg = seg->next) {
-    if (seg->kind != TM_SEG_NORMAL || seg->free_slices == 0 || (seg->free_slices & 1)) problems++;
+    if (seg->kind != TM_SEG_NORMAL || seg->free_slices == 0 || (seg->free_slices & 1)) problems += tm_check_problem("listed segment is not a normal one with free slices", seg);
     for (unsigned i = 1; i < TM_SLICES; i++) {
       if (!(seg->free_slices & ((uint64_t)1 << i))) continue;
       unsigned k = tm_span_kind(&seg->spans[seg->slice_map[i]]);
-      if (k == TM_SPAN_SMALL || k == TM_SPAN_LARGE) problems++;
+      if (k == TM_SPAN_SMALL || k == TM_SPAN_LARGE) problems += tm_check_problem("free slice maps to a live span", seg);
     }
   }
   tm_unlock(&tm_global_lock);

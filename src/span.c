@@ -110,25 +110,36 @@ size_t tm_span_live_pages(tm_span *s, uint64_t *page_bits, size_t nwords) {
   return count;
 }
 
+/* A fork can snapshot a span between the steps of tm_span_pop (bit taken,
+ * used not yet counted). The block can never reach anyone in the child, so
+ * the bitmap is the truth: recount from it. */
+void tm_span_resync(tm_span *s) {
+  uint32_t free_blocks = 0;
+  unsigned words = tm_span_words(s);
+  for (unsigned i = 0; i < words; i++) free_blocks += (uint32_t)__builtin_popcountll(s->bits[i]);
+  s->used = (uint16_t)(s->capacity - free_blocks);
+  tm_span_refresh(s);
+}
+
 int tm_span_check(tm_span *s, tm_heap *expected_owner) {
   int problems = 0;
-  if (tm_span_kind(s) != TM_SPAN_SMALL) return 1;
-  if (tm_span_owner(s) != expected_owner) problems++;
-  if ((atomic_load_explicit(&s->heap, memory_order_relaxed) & TM_HEAP_FULL_TAG) != (s->queue == TM_Q_FULL)) problems++;
-  if (s->block_size != tm_class_size(s->size_class)) problems++;
+  if (tm_span_kind(s) != TM_SPAN_SMALL) return tm_check_problem("queued span is not a small span", s);
+  if (tm_span_owner(s) != expected_owner) problems += tm_check_problem("span owner is not this heap", s);
+  if ((atomic_load_explicit(&s->heap, memory_order_relaxed) & TM_HEAP_FULL_TAG) != (s->queue == TM_Q_FULL)) problems += tm_check_problem("full tag does not match the queue", s);
+  if (s->block_size != tm_class_size(s->size_class)) problems += tm_check_problem("block size does not match the class", s);
   unsigned words = tm_span_words(s);
   uint32_t free_blocks = 0;
   for (unsigned i = 0; i < TM_BITMAP_WORDS; i++) {
     uint64_t w = s->bits[i];
-    if (i >= words && w) problems++;
-    if (i == words - 1 && (s->capacity % 64) && (w >> (s->capacity % 64))) problems++;
-    if (i < words && w && !(s->summary & ((uint64_t)1 << i))) problems++;
+    if (i >= words && w) problems += tm_check_problem("bitmap word beyond capacity", s);
+    if (i == words - 1 && (s->capacity % 64) && (w >> (s->capacity % 64))) problems += tm_check_problem("free bit beyond capacity", s);
+    if (i < words && w && !(s->summary & ((uint64_t)1 << i))) problems += tm_check_problem("summary misses a nonzero bitmap word", s);
     free_blocks += (uint32_t)__builtin_popcountll(w);
   }
-  if (free_blocks + s->used != s->capacity) problems++;
+  if (free_blocks + s->used != s->capacity) problems += tm_check_problem("free bits + used != capacity", s);
   tm_segment *seg = tm_segment_of_span(s);
   unsigned idx = (unsigned)(s - seg->spans);
   for (unsigned j = idx; j < idx + s->slice_count && j < TM_SLICES; j++)
-    if (seg->slice_map[j] != idx) problems++;
+    if (seg->slice_map[j] != idx) problems += tm_check_problem("slice map does not point at the span", s);
   return problems;
 }

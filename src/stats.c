@@ -41,9 +41,10 @@ TM_API size_t tide_collect(void) {
 TM_API int tide_heap_check(void) {
   int problems = tm_heap_check(tm_heap_tls) + tm_segments_check();
   if (problems) {
-    char num[24];
-    tm_fmt_u64(num, (uint64_t)problems);
-    tm_warn("heap consistency check found problems: ", num);
+    char storage[24];
+    TM_LINE(num, storage);
+    tm_line_add_u64(&num, (uint64_t)problems);
+    tm_warn("heap consistency check found problems: ", num.buf);
   }
   return problems;
 }
@@ -71,20 +72,10 @@ TM_API struct mallinfo2 mallinfo2(void) {
   return mi;
 }
 
-static void tm_stats_line(char *buf, size_t cap, const char *label, size_t value) {
-  char num[24];
-  tm_fmt_u64(num, (uint64_t)value);
-  buf[0] = 0;
-  strncat(buf, label, cap - 1);
-  strncat(buf, num, cap - strlen(buf) - 1);
-  strncat(buf, "\n", cap - strlen(buf) - 1);
-}
-
 /* Written with write(2): usable at exit and with stdio locked. */
 TM_API void malloc_stats(void) {
   struct tide_stats st;
   tide_get_stats(&st);
-  char line[128];
   tm_write_str(2, "tidemalloc " TIDEMALLOC_VERSION " statistics (pager mode ");
   tm_write_str(2, st.pager_mode);
   tm_write_str(2, ")\n");
@@ -100,8 +91,12 @@ TM_API void malloc_stats(void) {
       {"purged bytes     = ", st.purged_bytes},
   };
   for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
-    tm_stats_line(line, sizeof line, rows[i].label, rows[i].value);
-    tm_write_str(2, line);
+    char storage[128];
+    TM_LINE(line, storage);
+    tm_line_add(&line, rows[i].label);
+    tm_line_add_u64(&line, rows[i].value);
+    tm_line_add(&line, "\n");
+    tm_write_str(2, line.buf);
   }
 }
 

@@ -296,6 +296,17 @@ static void sc_double_free_small_later(void *arg) {
   for (int i = 0; i < 10; i++) free(others[i]);
 }
 
+/* another block of the same size freed in between: p is no longer the most
+ * recently freed block (glibc's tcache detects this too) */
+static void sc_double_free_small_interleaved(void *arg) {
+  (void)arg;
+  void *p = malloc(32);
+  void *q = malloc(32);
+  free(p);
+  free(q);
+  do_free(p);
+}
+
 static void sc_double_free_large(void *arg) {
   (void)arg;
   void *p = malloc(200 * 1024);
@@ -323,6 +334,20 @@ START_TEST(t_double_free_small) {
                 status_str(r), r->err);
   ck_assert_msg(strstr(r->err, "double free") != NULL,
                 "double free after other allocations: stderr lacks \"double free\":\n%s", r->err);
+  free(r);
+}
+END_TEST
+
+START_TEST(t_double_free_small_interleaved) {
+  struct child_result *r = malloc(sizeof *r);
+  ck_assert_ptr_nonnull(r);
+  run_child(sc_double_free_small_interleaved, NULL, r);
+  ck_assert_msg(aborted(r),
+                "free(p); free(q); free(p) (32-byte blocks): expected SIGABRT, child %s; "
+                "stderr:\n%s",
+                status_str(r), r->err);
+  ck_assert_msg(strstr(r->err, "double free") != NULL,
+                "free(p); free(q); free(p): stderr lacks \"double free\":\n%s", r->err);
   free(r);
 }
 END_TEST
@@ -553,6 +578,7 @@ static Suite *errors_suite(void) {
 
   tc = tcase_create("double_free");
   tcase_add_test(tc, t_double_free_small);
+  tcase_add_test(tc, t_double_free_small_interleaved);
   tcase_add_test(tc, t_double_free_big);
   tcase_set_timeout(tc, 30);
   suite_add_tcase(s, tc);
