@@ -33,11 +33,10 @@ TM_INLINE void *tm_malloc_inline(size_t size) {
   if (TM_LIKELY(size <= TM_SMALL_MAX)) {
     tm_heap *h = tm_heap_tls;
     unsigned c = tm_size_class(size);
-    tm_cache *k = &h->cache[c];
-    uint32_t n = k->n;
+    unsigned n = h->cache_ctl[c].n;
     if (TM_LIKELY(n != 0)) {
-      k->n = n - 1;
-      void *p = k->items[n - 1];
+      h->cache_ctl[c].n = (uint8_t)(n - 1);
+      void *p = h->cache[c][n - 1];
       ((uint64_t *)p)[1] = 0; /* no longer marked free (see tm_free_key) */
       return p;
     }
@@ -83,11 +82,11 @@ TM_INLINE void tm_free_inline(void *p) {
   memset(p, 0xdf, s->block_size);
 #endif
   word[1] = tm_free_key(h);
-  tm_cache *k = &h->cache[s->size_class];
-  uint32_t n = k->n;
-  if (TM_UNLIKELY(n >= k->cap)) return tm_free_cache_full(h, p);
-  k->items[n] = p;
-  k->n = n + 1;
+  unsigned c = s->size_class;
+  unsigned n = h->cache_ctl[c].n;
+  if (TM_UNLIKELY(n >= h->cache_ctl[c].cap)) return tm_free_cache_full(h, p);
+  h->cache[c][n] = p;
+  h->cache_ctl[c].n = (uint8_t)(n + 1);
 }
 
 void tm_free(void *p) { tm_free_inline(p); }

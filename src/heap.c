@@ -151,14 +151,14 @@ static void tm_cache_release(tm_heap *h, void *p) {
 
 /* Release the oldest cached blocks of class c until `keep` remain. */
 void tm_cache_flush(tm_heap *h, unsigned c, unsigned keep) {
-  tm_cache *k = &h->cache[c];
-  if (k->n <= keep) return;
-  unsigned drop = k->n - keep;
+  unsigned n = h->cache_ctl[c].n;
+  if (n <= keep) return;
+  unsigned drop = n - keep;
   uint32_t saved = h->in_slow;
   h->in_slow = 1;
-  for (unsigned i = 0; i < drop; i++) tm_cache_release(h, k->items[i]);
-  memmove(k->items, k->items + drop, keep * sizeof(void *));
-  k->n = keep;
+  for (unsigned i = 0; i < drop; i++) tm_cache_release(h, h->cache[c][i]);
+  memmove(h->cache[c], h->cache[c] + drop, keep * sizeof(void *));
+  h->cache_ctl[c].n = (uint8_t)keep;
   h->in_slow = saved;
 }
 
@@ -166,9 +166,9 @@ void tm_cache_flush(tm_heap *h, unsigned c, unsigned keep) {
 bool tm_block_is_free(tm_heap *h, tm_span *s, void *p) {
   uint64_t idx = tm_span_index(s, p);
   if (s->bits[idx >> 6] & ((uint64_t)1 << (idx & 63))) return true;
-  tm_cache *k = &h->cache[s->size_class];
-  for (uint32_t i = 0; i < k->n; i++)
-    if (k->items[i] == p) return true;
+  unsigned c = s->size_class;
+  for (unsigned i = 0; i < h->cache_ctl[c].n; i++)
+    if (h->cache[c][i] == p) return true;
   return false;
 }
 
@@ -179,21 +179,20 @@ void tm_free_suspect(tm_heap *h, tm_span *s, void *p) {
     tm_report_invalid("free", p, "double free");
     return;
   }
-  tm_cache *k = &h->cache[s->size_class];
-  if (k->n >= k->cap) {
+  unsigned c = s->size_class;
+  if (h->cache_ctl[c].n >= h->cache_ctl[c].cap) {
     tm_free_cache_full(h, p);
     return;
   }
-  k->items[k->n++] = p;
+  h->cache[c][h->cache_ctl[c].n++] = p;
 }
 
 /* free() found the cache of p's class full: make room by releasing the
  * older half, then cache p. */
 void tm_free_cache_full(tm_heap *h, void *p) {
-  tm_span *s = tm_span_of(tm_segment_base(p), p);
-  tm_cache *k = &h->cache[s->size_class];
-  tm_cache_flush(h, s->size_class, k->cap / 2);
-  k->items[k->n++] = p;
+  unsigned c = tm_span_of(tm_segment_base(p), p)->size_class;
+  tm_cache_flush(h, c, h->cache_ctl[c].cap / 2u);
+  h->cache[c][h->cache_ctl[c].n++] = p;
 }
 
 static void tm_heap_flush_caches(tm_heap *h) {
@@ -299,15 +298,15 @@ static void tm_late_init(void) {
   while (atomic_load(&tm_late_state) != 2) sched_yield();
 }
 
-static uint32_t tm_cache_cap(unsigned c) {
+static uint8_t tm_cache_cap(unsigned c) {
   size_t bsize = tm_class_size(c);
   return bsize <= 1024 ? TM_CACHE_SLOTS : bsize <= 8192 ? 16 : 8;
 }
 
 static void tm_heap_reset(tm_heap *h) {
   for (unsigned c = 0; c < TM_NUM_CLASSES; c++) {
-    h->cache[c].n = 0;
-    h->cache[c].cap = tm_cache_cap(c);
+    h->cache_ctl[c].n = 0;
+    h->cache_ctl[c].cap = tm_cache_cap(c);
     h->cur[c] = &tm_empty_span;
     h->partial[c].first = h->partial[c].last = NULL;
   }
@@ -512,17 +511,19 @@ int tm_heap_check(tm_heap *h) {
     }
   }
   for (unsigned c = 0; c < TM_NUM_CLASSES; c++) {
-    tm_cache *k = &h->cache[c];
-    if (k->n > k->cap || k->cap > TM_CACHE_SLOTS) problems += tm_check_problem("cache count out of range", k);
-    for (unsigned i = 0; i < k->n && i < TM_CACHE_SLOTS; i++) {
-      tm_segment *seg = tm_segment_of(k->items[i]);
-      tm_span *s = seg ? tm_span_of(seg, k->items[i]) : NULL;
+    void **items = h->cache[c];
+    unsigned n = h->cache_ctl[c].n;
+    if (n > h->cache_ctl[c].cap || h->cache_ctl[c].cap > TM_CACHE_SLOTS)
+      problems += tm_check_problem("cache count out of range", items);
+    for (unsigned i = 0; i < n && i < TM_CACHE_SLOTS; i++) {
+      tm_segment *seg = tm_segment_of(items[i]);
+      tm_span *s = seg ? tm_span_of(seg, items[i]) : NULL;
       uint32_t idx;
-      if (!s || tm_span_kind(s) != TM_SPAN_SMALL || s->size_class != c || !tm_span_block_index(s, k->items[i], &idx) ||
+      if (!s || tm_span_kind(s) != TM_SPAN_SMALL || s->size_class != c || !tm_span_block_index(s, items[i], &idx) ||
           (s->bits[idx >> 6] & ((uint64_t)1 << (idx & 63))))
-        problems += tm_check_problem("cached block is not a live block of its class", k->items[i]);
+        problems += tm_check_problem("cached block is not a live block of its class", items[i]);
       for (unsigned j = 0; j < i; j++)
-        if (k->items[j] == k->items[i]) problems += tm_check_problem("block cached twice", k->items[i]);
+        if (items[j] == items[i]) problems += tm_check_problem("block cached twice", items[i]);
     }
   }
   for (tm_span *s = h->full.first; s; s = s->next) {

@@ -144,19 +144,21 @@ enum tm_heap_state {
   TM_HEAP_DEAD,    /* abandoned unsafely after fork: never touched again */
 };
 
-/* A short LIFO of blocks the owner freed, per class: malloc hands back the
+/* Per class, a short LIFO of blocks the owner freed: malloc hands back the
  * most recently freed (cache-hot) block first. Cached blocks still count as
  * used in their span; they reach the bitmap when the cache overflows or the
- * heap is collected. 256 bytes: four cache lines. */
+ * heap is collected. The counts of all classes share two cache lines, so a
+ * cache hit touches one more line: the one holding the top entry. */
 #define TM_CACHE_SLOTS 31
-typedef struct tm_cache {
-  uint32_t n, cap;
-  void *items[TM_CACHE_SLOTS];
-} tm_cache;
 
 typedef struct tm_heap {
+  /* n: blocks in cache[c]; cap: its capacity (0 on static heaps). Side by
+   * side, so that free's bound check reads one line. */
+  struct {
+    uint8_t n, cap;
+  } cache_ctl[TM_NUM_CLASSES];
   tm_span *cur[TM_NUM_CLASSES]; /* fast path: never NULL (&tm_empty_span) */
-  tm_cache cache[TM_NUM_CLASSES];
+  void *cache[TM_NUM_CLASSES][TM_CACHE_SLOTS + 1] __attribute__((aligned(64)));
   tm_queue partial[TM_NUM_CLASSES];
   tm_queue full;
   tm_span *_Atomic remote_spans; /* spans that received cross-thread frees */
