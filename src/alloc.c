@@ -70,6 +70,7 @@ TM_INLINE void tm_free_inline(void *p) {
   if (TM_UNLIKELY(tm_registry_get((uintptr_t)p) != TM_REG_SEGMENT))
     return tm_free_slow(p, "free"); /* NULL, far huge blocks, foreign pointers */
   tm_span *s = tm_span_of(tm_segment_base(p), p);
+  __asm__("" : "+r"(s)); /* keep s in a register: compilers otherwise recompute it per field */
   tm_heap *h = tm_heap_tls;
   if (TM_UNLIKELY(atomic_load_explicit(&s->heap, memory_order_relaxed) != (uintptr_t)h))
     return tm_free_other(p, s, "free"); /* other thread's, full, large, huge, bad */

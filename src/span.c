@@ -9,13 +9,28 @@ static unsigned tm_span_words(const tm_span *s) {
   return (s->capacity + 63) / 64;
 }
 
+/* Spans start on 64 KiB boundaries and fill from their lowest address, so
+ * without care the hot first blocks of every class would all fall into the
+ * same few L1 cache sets. Each span therefore starts at a "color" offset
+ * within its first page: a multiple of the block size's power-of-two part
+ * (at least a cache line), which keeps every block as aligned as its size
+ * promises to memalign. Sizes with a 4 KiB or larger power-of-two part are
+ * not colored. */
+static size_t tm_span_color(size_t idx, size_t bsize) {
+  size_t step = bsize & (~bsize + 1); /* lowest set bit */
+  if (step < 64) step = 64;
+  size_t colors = step >= TM_PAGE_SIZE ? 1 : TM_PAGE_SIZE / step;
+  return ((idx * 7) % colors) * step;
+}
+
 void tm_span_init_small(tm_span *s, unsigned c, tm_heap *owner) {
   tm_segment *seg = tm_segment_of_span(s);
   size_t idx = (size_t)(s - seg->spans);
   size_t bsize = tm_class_size(c);
-  size_t cap = ((size_t)s->slice_count << TM_SLICE_SHIFT) / bsize;
+  size_t color = tm_span_color(idx, bsize);
+  size_t cap = (((size_t)s->slice_count << TM_SLICE_SHIFT) - color) / bsize;
   if (cap > TM_MAX_BLOCKS) cap = TM_MAX_BLOCKS;
-  s->start = (uint8_t *)seg + (idx << TM_SLICE_SHIFT);
+  s->start = (uint8_t *)seg + (idx << TM_SLICE_SHIFT) + color;
   s->block_size = (uint32_t)bsize;
   s->capacity = (uint32_t)cap;
   s->used = 0;
@@ -93,12 +108,13 @@ void tm_span_retire(tm_span *s) {
  * Reads only the descriptor, never block memory. Returns the count. */
 size_t tm_span_live_pages(tm_span *s, uint64_t *page_bits, size_t nwords) {
   size_t pages = ((size_t)s->slice_count << TM_SLICE_SHIFT) >> TM_PAGE_SHIFT;
+  size_t color = (uintptr_t)s->start & (TM_SLICE_SIZE - 1); /* spans start on a slice */
   size_t count = 0;
   memset(page_bits, 0, nwords * sizeof(uint64_t));
   for (uint32_t i = 0; i < s->capacity; i++) {
     if (s->bits[i >> 6] & ((uint64_t)1 << (i & 63))) continue;
-    size_t first = ((size_t)i * s->block_size) >> TM_PAGE_SHIFT;
-    size_t last = ((size_t)(i + 1) * s->block_size - 1) >> TM_PAGE_SHIFT;
+    size_t first = (color + (size_t)i * s->block_size) >> TM_PAGE_SHIFT;
+    size_t last = (color + (size_t)(i + 1) * s->block_size - 1) >> TM_PAGE_SHIFT;
     for (size_t pg = first; pg <= last && pg < pages && pg / 64 < nwords; pg++) {
       uint64_t bit = (uint64_t)1 << (pg & 63);
       if (!(page_bits[pg / 64] & bit)) {
