@@ -58,7 +58,7 @@ TM_API void *malloc(size_t size) { return tm_malloc_inline(size); }
 
 static TM_NOINLINE void tm_free_local_bad(void *p, tm_span *s) {
   uint32_t idx;
-  if (tm_span_block_index(s, p, &idx) && (s->bits[idx >> 6] & ((uint64_t)1 << (idx & 63))))
+  if (tm_span_block_index(s, p, &idx) && (tm_span_bits(s)[idx >> 6] & ((uint64_t)1 << (idx & 63))))
     tm_report_invalid("free", p, "double free");
   else
     tm_report_invalid("free", p, "invalid pointer");

@@ -140,11 +140,11 @@ static void tm_cache_release(tm_heap *h, void *p) {
     return;
   }
   uint64_t bit = (uint64_t)1 << (idx & 63);
-  if (s->bits[idx >> 6] & bit) {
+  if (tm_span_bits(s)[idx >> 6] & bit) {
     tm_report_invalid("free", p, "double free");
     return;
   }
-  s->bits[idx >> 6] |= bit;
+  tm_span_bits(s)[idx >> 6] |= bit;
   s->summary |= (uint64_t)1 << (idx >> 6);
   if (--s->used == 0 || s->queue == TM_Q_FULL) tm_heap_reconsider(h, s);
 }
@@ -165,7 +165,7 @@ void tm_cache_flush(tm_heap *h, unsigned c, unsigned keep) {
 /* Is p, a block of s owned by h, already free (cached or in the bitmap)? */
 bool tm_block_is_free(tm_heap *h, tm_span *s, void *p) {
   uint64_t idx = tm_span_index(s, p);
-  if (s->bits[idx >> 6] & ((uint64_t)1 << (idx & 63))) return true;
+  if (tm_span_bits(s)[idx >> 6] & ((uint64_t)1 << (idx & 63))) return true;
   unsigned c = s->size_class;
   for (unsigned i = 0; i < h->cache_ctl[c].n; i++)
     if (h->cache[c][i] == p) return true;
@@ -412,14 +412,14 @@ void *tm_alloc_slow(tm_heap *h, unsigned c) {
  * back to the partial queue. */
 static void tm_free_into_full(tm_heap *h, tm_span *s, void *p, uint32_t idx) {
   uint64_t bit = (uint64_t)1 << (idx & 63);
-  if (s->bits[idx >> 6] & bit) {
+  if (tm_span_bits(s)[idx >> 6] & bit) {
     tm_report_invalid("free", p, "double free");
     return;
   }
 #if TIDE_DEBUG
   memset(p, 0xdf, s->block_size);
 #endif
-  s->bits[idx >> 6] |= bit;
+  tm_span_bits(s)[idx >> 6] |= bit;
   s->summary |= (uint64_t)1 << (idx >> 6);
   s->used--;
   tm_free_local_event(h, s);
@@ -520,7 +520,7 @@ int tm_heap_check(tm_heap *h) {
       tm_span *s = seg ? tm_span_of(seg, items[i]) : NULL;
       uint32_t idx;
       if (!s || tm_span_kind(s) != TM_SPAN_SMALL || s->size_class != c || !tm_span_block_index(s, items[i], &idx) ||
-          (s->bits[idx >> 6] & ((uint64_t)1 << (idx & 63))))
+          (tm_span_bits(s)[idx >> 6] & ((uint64_t)1 << (idx & 63))))
         problems += tm_check_problem("cached block is not a live block of its class", items[i]);
       for (unsigned j = 0; j < i; j++)
         if (items[j] == items[i]) problems += tm_check_problem("block cached twice", items[i]);

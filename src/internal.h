@@ -86,7 +86,7 @@ struct tm_heap;
  * blocks is known from the bitmap alone. */
 typedef struct tm_span {
   /* owner-only, hot: the first cache line is all the fast paths read */
-  uint64_t summary;  /* bit i set: bits[i] may be nonzero (a hint) */
+  uint64_t summary;  /* bit i set: word i of the bitmap may be nonzero (a hint) */
   uint8_t *start;    /* address of block 0 */
   uint32_t block_size;
   uint32_t capacity; /* number of blocks */
@@ -109,8 +109,7 @@ typedef struct tm_span {
   atomic_uint notified;            /* 1 while on some heap's remote list */
   struct tm_span *remote_next;     /* link on that list */
   size_t large_size;               /* usable bytes of a large/huge block */
-  uint64_t bits[TM_BITMAP_WORDS] __attribute__((aligned(64)));
-} tm_span;
+} __attribute__((aligned(64))) tm_span;
 
 #define TM_HEAP_FULL_TAG ((uintptr_t)1)
 
@@ -127,7 +126,10 @@ typedef struct tm_segment {
   size_t map_size;           /* bytes mapped at this address */
   struct tm_segment *next;   /* list of normal segments (global lock) */
   struct tm_segment *prev;
+  /* Descriptors are two cache lines; the first is all a free reads, and
+   * the hot lines of all 64 spans share two pages. */
   tm_span spans[TM_SLICES] __attribute__((aligned(64)));
+  uint64_t bitmaps[TM_SLICES][TM_BITMAP_WORDS]; /* free bits of small spans */
 } tm_segment;
 
 _Static_assert(sizeof(tm_segment) <= TM_SLICE_SIZE, "segment header must fit in slice 0");
@@ -262,6 +264,11 @@ TM_INLINE struct tm_heap *tm_span_owner(tm_span *s) {
 TM_INLINE void tm_span_set_owner(tm_span *s, struct tm_heap *h, bool full) {
   atomic_store_explicit(&s->heap, (uintptr_t)h | (full ? TM_HEAP_FULL_TAG : 0), memory_order_release);
 }
+/* The free bitmap of a small span (1 = free), kept beside the descriptors. */
+TM_INLINE uint64_t *tm_span_bits(tm_span *s) {
+  tm_segment *seg = tm_segment_of_span(s);
+  return seg->bitmaps[s - seg->spans];
+}
 TM_INLINE unsigned tm_span_kind(tm_span *s) {
   return atomic_load_explicit(&s->kind, memory_order_relaxed);
 }
@@ -291,11 +298,12 @@ TM_INLINE void *tm_span_pop(tm_span *s) {
   uint64_t sum = s->summary;
   if (TM_UNLIKELY(!sum)) return NULL;
   unsigned wi = (unsigned)__builtin_ctzll(sum);
-  uint64_t w = s->bits[wi];
+  uint64_t *bits = tm_span_bits(s);
+  uint64_t w = bits[wi];
   if (TM_UNLIKELY(!w)) return NULL;
   unsigned b = (unsigned)__builtin_ctzll(w);
   w &= w - 1;
-  s->bits[wi] = w;
+  bits[wi] = w;
   if (!w) s->summary = sum & (sum - 1);
   s->used++;
   uint8_t *p = s->start + (size_t)(wi * 64u + b) * s->block_size;

@@ -42,9 +42,9 @@ void tm_span_init_small(tm_span *s, unsigned c, tm_heap *owner) {
   s->div_shift = (uint8_t)k;
   s->large_size = 0;
   unsigned words = tm_span_words(s);
-  memset(s->bits, 0xff, (size_t)words * sizeof(uint64_t));
-  if (cap % 64) s->bits[words - 1] = ((uint64_t)1 << (cap % 64)) - 1;
-  if (words < TM_BITMAP_WORDS) memset(&s->bits[words], 0, (size_t)(TM_BITMAP_WORDS - words) * sizeof(uint64_t));
+  memset(tm_span_bits(s), 0xff, (size_t)words * sizeof(uint64_t));
+  if (cap % 64) tm_span_bits(s)[words - 1] = ((uint64_t)1 << (cap % 64)) - 1;
+  if (words < TM_BITMAP_WORDS) memset(&tm_span_bits(s)[words], 0, (size_t)(TM_BITMAP_WORDS - words) * sizeof(uint64_t));
   s->summary = words == 64 ? ~(uint64_t)0 : (((uint64_t)1 << words) - 1);
   atomic_store_explicit(&s->thread_free, NULL, memory_order_relaxed);
   s->queue = TM_Q_NONE;
@@ -57,7 +57,7 @@ bool tm_span_refresh(tm_span *s) {
   uint64_t sum = 0;
   unsigned words = tm_span_words(s);
   for (unsigned i = 0; i < words; i++)
-    if (s->bits[i]) sum |= (uint64_t)1 << i;
+    if (tm_span_bits(s)[i]) sum |= (uint64_t)1 << i;
   s->summary = sum;
   return sum != 0;
 }
@@ -80,7 +80,7 @@ void tm_span_collect(tm_span *s) {
       return;
     }
     uint64_t bit = (uint64_t)1 << (idx & 63);
-    if (s->bits[idx >> 6] & bit) {
+    if (tm_span_bits(s)[idx >> 6] & bit) {
       /* freed twice by other threads: the list may now loop, drop the rest */
       tm_report_invalid("free", b, "double free");
       return;
@@ -88,7 +88,7 @@ void tm_span_collect(tm_span *s) {
 #if TIDE_DEBUG
     memset(b, 0xdf, s->block_size);
 #endif
-    s->bits[idx >> 6] |= bit;
+    tm_span_bits(s)[idx >> 6] |= bit;
     s->summary |= (uint64_t)1 << (idx >> 6);
     s->used--;
     b = next;
@@ -112,7 +112,7 @@ size_t tm_span_live_pages(tm_span *s, uint64_t *page_bits, size_t nwords) {
   size_t count = 0;
   memset(page_bits, 0, nwords * sizeof(uint64_t));
   for (uint32_t i = 0; i < s->capacity; i++) {
-    if (s->bits[i >> 6] & ((uint64_t)1 << (i & 63))) continue;
+    if (tm_span_bits(s)[i >> 6] & ((uint64_t)1 << (i & 63))) continue;
     size_t first = (color + (size_t)i * s->block_size) >> TM_PAGE_SHIFT;
     size_t last = (color + (size_t)(i + 1) * s->block_size - 1) >> TM_PAGE_SHIFT;
     for (size_t pg = first; pg <= last && pg < pages && pg / 64 < nwords; pg++) {
@@ -132,7 +132,7 @@ size_t tm_span_live_pages(tm_span *s, uint64_t *page_bits, size_t nwords) {
 void tm_span_resync(tm_span *s) {
   uint32_t free_blocks = 0;
   unsigned words = tm_span_words(s);
-  for (unsigned i = 0; i < words; i++) free_blocks += (uint32_t)__builtin_popcountll(s->bits[i]);
+  for (unsigned i = 0; i < words; i++) free_blocks += (uint32_t)__builtin_popcountll(tm_span_bits(s)[i]);
   s->used = (uint16_t)(s->capacity - free_blocks);
   tm_span_refresh(s);
 }
@@ -146,7 +146,7 @@ int tm_span_check(tm_span *s, tm_heap *expected_owner) {
   unsigned words = tm_span_words(s);
   uint32_t free_blocks = 0;
   for (unsigned i = 0; i < TM_BITMAP_WORDS; i++) {
-    uint64_t w = s->bits[i];
+    uint64_t w = tm_span_bits(s)[i];
     if (i >= words && w) problems += tm_check_problem("bitmap word beyond capacity", s);
     if (i == words - 1 && (s->capacity % 64) && (w >> (s->capacity % 64))) problems += tm_check_problem("free bit beyond capacity", s);
     if (i < words && w && !(s->summary & ((uint64_t)1 << i))) problems += tm_check_problem("summary misses a nonzero bitmap word", s);

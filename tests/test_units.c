@@ -95,7 +95,7 @@ START_TEST(t_bitmap_order_and_pages) {
       continue;
     }
     if (page == 1 || page == 5 || page == 2) {
-      s->bits[i >> 6] |= (uint64_t)1 << (i & 63);
+      tm_span_bits(s)[i >> 6] |= (uint64_t)1 << (i & 63);
       s->used--;
     }
   }
@@ -108,7 +108,7 @@ START_TEST(t_bitmap_order_and_pages) {
   while (page_of(s, lowest) != 1) lowest++;
   ck_assert_ptr_eq(tm_span_pop(s), s->start + (size_t)lowest * 1024);
   s->used--; /* undo: the test owns the accounting */
-  s->bits[lowest >> 6] |= (uint64_t)1 << (lowest & 63);
+  tm_span_bits(s)[lowest >> 6] |= (uint64_t)1 << (lowest & 63);
   ck_assert_int_eq(tm_span_check(s, NULL), 0);
   drop_span(s);
 }
