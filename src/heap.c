@@ -235,7 +235,9 @@ static tm_span *tm_heap_adopt_orphan(tm_heap *h, unsigned c) {
 }
 
 static tm_span *tm_heap_new_span(tm_heap *h, unsigned c) {
-  unsigned n = tm_class_slices(c);
+  /* one slice for every class: 4096 blocks of 16 bytes down to 2 of 32 KiB.
+   * Small spans keep the number of partly used pages per class low. */
+  unsigned n = 1;
   tm_lock(&tm_global_lock);
   tm_span *s = tm_slices_alloc(n);
   tm_unlock(&tm_global_lock);

@@ -49,6 +49,7 @@
 #define TM_SMALL_MAX ((size_t)32768)
 #define TM_MAX_BLOCKS 4096 /* bitmap capacity: 64 words of 64 bits */
 #define TM_BITMAP_WORDS (TM_MAX_BLOCKS / 64)
+#define TM_INLINE_BITMAP_WORDS 3 /* spans of up to 192 blocks need no other page */
 
 /* The registry maps each 4 MiB region of the 47-bit user address space to a
  * byte: 0 = not ours, 1 = a segment header sits at the region base, k >= 2 =
@@ -109,6 +110,8 @@ typedef struct tm_span {
   atomic_uint notified;            /* 1 while on some heap's remote list */
   struct tm_span *remote_next;     /* link on that list */
   size_t large_size;               /* usable bytes of a large/huge block */
+  uint64_t *bits;                  /* free bitmap: inline_bits, or the segment's */
+  uint64_t inline_bits[TM_INLINE_BITMAP_WORDS];
 } __attribute__((aligned(64))) tm_span;
 
 #define TM_HEAP_FULL_TAG ((uintptr_t)1)
@@ -129,7 +132,7 @@ typedef struct tm_segment {
   /* Descriptors are two cache lines; the first is all a free reads, and
    * the hot lines of all 64 spans share two pages. */
   tm_span spans[TM_SLICES] __attribute__((aligned(64)));
-  uint64_t bitmaps[TM_SLICES][TM_BITMAP_WORDS]; /* free bits of small spans */
+  uint64_t bitmaps[TM_SLICES][TM_BITMAP_WORDS]; /* bitmaps of spans over 192 blocks */
 } tm_segment;
 
 _Static_assert(sizeof(tm_segment) <= TM_SLICE_SIZE, "segment header must fit in slice 0");
@@ -218,7 +221,6 @@ TM_INLINE unsigned tm_size_class(size_t n) {
   return tm_size_class_calc(n);
 }
 size_t tm_class_size(unsigned c);
-unsigned tm_class_slices(unsigned c);
 
 /* ---- OS and registry (os.c) ---------------------------------------------- */
 void *tm_os_map(size_t size);
@@ -264,11 +266,8 @@ TM_INLINE struct tm_heap *tm_span_owner(tm_span *s) {
 TM_INLINE void tm_span_set_owner(tm_span *s, struct tm_heap *h, bool full) {
   atomic_store_explicit(&s->heap, (uintptr_t)h | (full ? TM_HEAP_FULL_TAG : 0), memory_order_release);
 }
-/* The free bitmap of a small span (1 = free), kept beside the descriptors. */
-TM_INLINE uint64_t *tm_span_bits(tm_span *s) {
-  tm_segment *seg = tm_segment_of_span(s);
-  return seg->bitmaps[s - seg->spans];
-}
+/* The free bitmap of a small span (1 = free). */
+TM_INLINE uint64_t *tm_span_bits(tm_span *s) { return s->bits; }
 TM_INLINE unsigned tm_span_kind(tm_span *s) {
   return atomic_load_explicit(&s->kind, memory_order_relaxed);
 }

@@ -10,11 +10,6 @@ size_t tm_class_size(unsigned c) {
   return (size_t)(9 + (k & 7)) << (e - 3);
 }
 
-/* Spans hold at least 8 blocks: one 64 KiB slice up to 8 KiB blocks, four
- * slices above. Only pages that blocks are handed out from get touched. */
-unsigned tm_class_slices(unsigned c) {
-  return tm_class_size(c) <= 8192 ? 1 : 4;
-}
 
 /* tm_size_class_calc(i * 16) for i = 0..128, generated and checked against
  * it for every size (tests/test_units.c checks it again). */

@@ -11,15 +11,17 @@ static unsigned tm_span_words(const tm_span *s) {
 
 /* Spans start on 64 KiB boundaries and fill from their lowest address, so
  * without care the hot first blocks of every class would all fall into the
- * same few L1 cache sets. Each span therefore starts at a "color" offset
- * within its first page: a multiple of the block size's power-of-two part
- * (at least a cache line), which keeps every block as aligned as its size
- * promises to memalign. Sizes with a 4 KiB or larger power-of-two part are
+ * same few L1 cache sets. Each span therefore starts at a "color" offset:
+ * a multiple of the block size's power-of-two part (at least a cache line),
+ * which keeps every block as aligned as its size promises to memalign, and
+ * below TM_COLOR_RANGE, since every byte of offset can push blocks onto one
+ * more page. Sizes with a power-of-two part of TM_COLOR_RANGE or more are
  * not colored. */
+#define TM_COLOR_RANGE 1024
 static size_t tm_span_color(size_t idx, size_t bsize) {
   size_t step = bsize & (~bsize + 1); /* lowest set bit */
   if (step < 64) step = 64;
-  size_t colors = step >= TM_PAGE_SIZE ? 1 : TM_PAGE_SIZE / step;
+  size_t colors = step >= TM_COLOR_RANGE ? 1 : TM_COLOR_RANGE / step;
   return ((idx * 7) % colors) * step;
 }
 
@@ -42,9 +44,9 @@ void tm_span_init_small(tm_span *s, unsigned c, tm_heap *owner) {
   s->div_shift = (uint8_t)k;
   s->large_size = 0;
   unsigned words = tm_span_words(s);
-  memset(tm_span_bits(s), 0xff, (size_t)words * sizeof(uint64_t));
-  if (cap % 64) tm_span_bits(s)[words - 1] = ((uint64_t)1 << (cap % 64)) - 1;
-  if (words < TM_BITMAP_WORDS) memset(&tm_span_bits(s)[words], 0, (size_t)(TM_BITMAP_WORDS - words) * sizeof(uint64_t));
+  s->bits = words <= TM_INLINE_BITMAP_WORDS ? s->inline_bits : seg->bitmaps[idx];
+  memset(s->bits, 0xff, (size_t)words * sizeof(uint64_t));
+  if (cap % 64) s->bits[words - 1] = ((uint64_t)1 << (cap % 64)) - 1;
   s->summary = words == 64 ? ~(uint64_t)0 : (((uint64_t)1 << words) - 1);
   atomic_store_explicit(&s->thread_free, NULL, memory_order_relaxed);
   s->queue = TM_Q_NONE;
@@ -145,9 +147,8 @@ int tm_span_check(tm_span *s, tm_heap *expected_owner) {
   if (s->block_size != tm_class_size(s->size_class)) problems += tm_check_problem("block size does not match the class", s);
   unsigned words = tm_span_words(s);
   uint32_t free_blocks = 0;
-  for (unsigned i = 0; i < TM_BITMAP_WORDS; i++) {
+  for (unsigned i = 0; i < words; i++) {
     uint64_t w = tm_span_bits(s)[i];
-    if (i >= words && w) problems += tm_check_problem("bitmap word beyond capacity", s);
     if (i == words - 1 && (s->capacity % 64) && (w >> (s->capacity % 64))) problems += tm_check_problem("free bit beyond capacity", s);
     if (i < words && w && !(s->summary & ((uint64_t)1 << i))) problems += tm_check_problem("summary misses a nonzero bitmap word", s);
     free_blocks += (uint32_t)__builtin_popcountll(w);
