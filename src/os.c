@@ -26,13 +26,45 @@ void *tm_os_map(size_t size) {
   return p;
 }
 
-/* Map `size` bytes aligned to `align` (a power of two >= page size). Try the
- * exact size first: the kernel often hands out adjacent, aligned ranges. */
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0 /* then the address is only a hint */
+#endif
+
+/* Map exactly at `at` if that range is free; NULL or elsewhere otherwise. */
+static void *tm_os_map_at(void *at, size_t size) {
+  int saved = errno;
+  void *p = mmap(at, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE,
+                 -1, 0);
+  errno = saved;
+  return p == MAP_FAILED ? NULL : p;
+}
+
+static void *tm_os_map_aligned_slow(size_t size, size_t align);
+
+/* Where the next aligned mapping will probably fit: the kernel hands out
+ * address space top-down, so just below the previous one. */
+static _Atomic uintptr_t tm_map_hint;
+
+/* Map `size` bytes aligned to `align` (a power of two >= page size): first at
+ * the hint (one system call when it is free), else over-allocate and trim. */
 void *tm_os_map_aligned(size_t size, size_t align) {
-  uint8_t *p = tm_os_map(size);
-  if (!p) return NULL;
-  if (((uintptr_t)p & (align - 1)) == 0) return p;
-  tm_os_unmap(p, size);
+  uintptr_t hint = atomic_load_explicit(&tm_map_hint, memory_order_relaxed);
+  uint8_t *p = NULL;
+  if (hint > size + align) {
+    uintptr_t want = (hint - size) & ~(uintptr_t)(align - 1);
+    p = tm_os_map_at((void *)want, size);
+    if (p && ((uintptr_t)p & (align - 1)) != 0) {
+      tm_os_unmap(p, size);
+      p = NULL;
+    }
+  }
+  if (!p) p = tm_os_map_aligned_slow(size, align);
+  if (p) atomic_store_explicit(&tm_map_hint, (uintptr_t)p, memory_order_relaxed);
+  return p;
+}
+
+static void *tm_os_map_aligned_slow(size_t size, size_t align) {
+  uint8_t *p;
   if (size + align < size) {
     errno = ENOMEM;
     return NULL;
