@@ -33,12 +33,13 @@ TM_INLINE void *tm_malloc_inline(size_t size) {
   if (TM_LIKELY(size <= TM_SMALL_MAX)) {
     tm_heap *h = tm_heap_tls;
     unsigned c = tm_size_class(size);
-    unsigned n = h->cache_ctl[c].n;
-    if (TM_LIKELY(n != 0)) {
-      h->cache_ctl[c].n = (uint8_t)(n - 1);
-      void *p = h->cache[c][n - 1];
-      ((uint64_t *)p)[1] = 0; /* no longer marked free (see tm_free_key) */
-      return p;
+    tm_cache *k = &h->cache[c];
+    void **top = k->head;
+    if (TM_LIKELY(top != NULL)) {
+      k->head = top[0];
+      k->n--;
+      top[1] = NULL; /* no longer marked free (see tm_free_key) */
+      return top;
     }
     void *p = tm_span_pop(h->cur[c]);
     if (TM_LIKELY(p != NULL)) {
@@ -83,11 +84,11 @@ TM_INLINE void tm_free_inline(void *p) {
   memset(p, 0xdf, s->block_size);
 #endif
   word[1] = tm_free_key(h);
-  unsigned c = s->size_class;
-  unsigned n = h->cache_ctl[c].n;
-  if (TM_UNLIKELY(n >= h->cache_ctl[c].cap)) return tm_free_cache_full(h, p);
-  h->cache[c][n] = p;
-  h->cache_ctl[c].n = (uint8_t)(n + 1);
+  tm_cache *k = &h->cache[s->size_class];
+  if (TM_UNLIKELY(k->n >= k->cap)) return tm_free_cache_full(h, p);
+  ((void **)p)[0] = k->head;
+  k->head = p;
+  k->n++;
 }
 
 void tm_free(void *p) { tm_free_inline(p); }

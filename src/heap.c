@@ -149,16 +149,28 @@ static void tm_cache_release(tm_heap *h, void *p) {
   if (--s->used == 0 || s->queue == TM_Q_FULL) tm_heap_reconsider(h, s);
 }
 
-/* Release the oldest cached blocks of class c until `keep` remain. */
+/* Release the oldest cached blocks of class c until `keep` remain. The walk
+ * is bounded and stops at NULL: in a fork child the list may have been cut
+ * in the middle of a push or pop. */
 void tm_cache_flush(tm_heap *h, unsigned c, unsigned keep) {
-  unsigned n = h->cache_ctl[c].n;
-  if (n <= keep) return;
-  unsigned drop = n - keep;
+  tm_cache *k = &h->cache[c];
+  if (k->n <= keep && keep) return;
   uint32_t saved = h->in_slow;
   h->in_slow = 1;
-  for (unsigned i = 0; i < drop; i++) tm_cache_release(h, h->cache[c][i]);
-  memmove(h->cache[c], h->cache[c] + drop, keep * sizeof(void *));
-  h->cache_ctl[c].n = (uint8_t)keep;
+  void **link = &k->head;
+  unsigned kept = 0;
+  while (*link && kept < keep) {
+    link = (void **)*link;
+    kept++;
+  }
+  void *rest = *link;
+  *link = NULL;
+  for (unsigned i = 0; rest && i <= TM_CACHE_MAX; i++) {
+    void *next = *(void **)rest;
+    tm_cache_release(h, rest);
+    rest = next;
+  }
+  k->n = kept;
   h->in_slow = saved;
 }
 
@@ -166,10 +178,16 @@ void tm_cache_flush(tm_heap *h, unsigned c, unsigned keep) {
 bool tm_block_is_free(tm_heap *h, tm_span *s, void *p) {
   uint64_t idx = tm_span_index(s, p);
   if (tm_span_bits(s)[idx >> 6] & ((uint64_t)1 << (idx & 63))) return true;
-  unsigned c = s->size_class;
-  for (unsigned i = 0; i < h->cache_ctl[c].n; i++)
-    if (h->cache[c][i] == p) return true;
+  void *b = h->cache[s->size_class].head;
+  for (unsigned i = 0; b && i <= TM_CACHE_MAX; i++, b = *(void **)b)
+    if (b == p) return true;
   return false;
+}
+
+static void tm_cache_push(tm_cache *k, void *p) {
+  *(void **)p = k->head;
+  k->head = p;
+  k->n++;
 }
 
 /* free() found the free key in p: report a double free, or, if the program
@@ -179,20 +197,20 @@ void tm_free_suspect(tm_heap *h, tm_span *s, void *p) {
     tm_report_invalid("free", p, "double free");
     return;
   }
-  unsigned c = s->size_class;
-  if (h->cache_ctl[c].n >= h->cache_ctl[c].cap) {
+  tm_cache *k = &h->cache[s->size_class];
+  if (k->n >= k->cap) {
     tm_free_cache_full(h, p);
     return;
   }
-  h->cache[c][h->cache_ctl[c].n++] = p;
+  tm_cache_push(k, p);
 }
 
 /* free() found the cache of p's class full: make room by releasing the
  * older half, then cache p. */
 void tm_free_cache_full(tm_heap *h, void *p) {
   unsigned c = tm_span_of(tm_segment_base(p), p)->size_class;
-  tm_cache_flush(h, c, h->cache_ctl[c].cap / 2u);
-  h->cache[c][h->cache_ctl[c].n++] = p;
+  tm_cache_flush(h, c, h->cache[c].cap / 2u);
+  tm_cache_push(&h->cache[c], p);
 }
 
 static void tm_heap_flush_caches(tm_heap *h) {
@@ -300,15 +318,16 @@ static void tm_late_init(void) {
   while (atomic_load(&tm_late_state) != 2) sched_yield();
 }
 
-static uint8_t tm_cache_cap(unsigned c) {
+static uint32_t tm_cache_cap(unsigned c) {
   size_t bsize = tm_class_size(c);
-  return bsize <= 1024 ? TM_CACHE_SLOTS : bsize <= 8192 ? 16 : 8;
+  return bsize <= 1024 ? TM_CACHE_MAX : bsize <= 8192 ? 16 : 8;
 }
 
 static void tm_heap_reset(tm_heap *h) {
   for (unsigned c = 0; c < TM_NUM_CLASSES; c++) {
-    h->cache_ctl[c].n = 0;
-    h->cache_ctl[c].cap = tm_cache_cap(c);
+    h->cache[c].head = NULL;
+    h->cache[c].n = 0;
+    h->cache[c].cap = tm_cache_cap(c);
     h->cur[c] = &tm_empty_span;
     h->partial[c].first = h->partial[c].last = NULL;
   }
@@ -513,20 +532,20 @@ int tm_heap_check(tm_heap *h) {
     }
   }
   for (unsigned c = 0; c < TM_NUM_CLASSES; c++) {
-    void **items = h->cache[c];
-    unsigned n = h->cache_ctl[c].n;
-    if (n > h->cache_ctl[c].cap || h->cache_ctl[c].cap > TM_CACHE_SLOTS)
-      problems += tm_check_problem("cache count out of range", items);
-    for (unsigned i = 0; i < n && i < TM_CACHE_SLOTS; i++) {
-      tm_segment *seg = tm_segment_of(items[i]);
-      tm_span *s = seg ? tm_span_of(seg, items[i]) : NULL;
+    tm_cache *k = &h->cache[c];
+    if (k->n > k->cap || k->cap > TM_CACHE_MAX) problems += tm_check_problem("cache count out of range", k);
+    unsigned len = 0;
+    for (void *b = k->head; b && len <= TM_CACHE_MAX; b = *(void **)b, len++) {
+      tm_segment *seg = tm_segment_of(b);
+      tm_span *s = seg ? tm_span_of(seg, b) : NULL;
       uint32_t idx;
-      if (!s || tm_span_kind(s) != TM_SPAN_SMALL || s->size_class != c || !tm_span_block_index(s, items[i], &idx) ||
-          (tm_span_bits(s)[idx >> 6] & ((uint64_t)1 << (idx & 63))))
-        problems += tm_check_problem("cached block is not a live block of its class", items[i]);
-      for (unsigned j = 0; j < i; j++)
-        if (items[j] == items[i]) problems += tm_check_problem("block cached twice", items[i]);
+      if (!s || tm_span_kind(s) != TM_SPAN_SMALL || s->size_class != c || !tm_span_block_index(s, b, &idx) ||
+          (tm_span_bits(s)[idx >> 6] & ((uint64_t)1 << (idx & 63)))) {
+        problems += tm_check_problem("cached block is not a live block of its class", b);
+        break; /* do not follow a link out of a bad block */
+      }
     }
+    if (len != k->n) problems += tm_check_problem("cache list length differs from its count", k);
   }
   for (tm_span *s = h->full.first; s; s = s->next) {
     problems += tm_span_check(s, h);

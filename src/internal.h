@@ -149,21 +149,22 @@ enum tm_heap_state {
   TM_HEAP_DEAD,    /* abandoned unsafely after fork: never touched again */
 };
 
-/* Per class, a short LIFO of blocks the owner freed: malloc hands back the
- * most recently freed (cache-hot) block first. Cached blocks still count as
- * used in their span; they reach the bitmap when the cache overflows or the
- * heap is collected. The counts of all classes share two cache lines, so a
- * cache hit touches one more line: the one holding the top entry. */
-#define TM_CACHE_SLOTS 31
+/* Per class, a short LIFO of blocks the owner freed, linked through word 0
+ * of the blocks (word 1 holds the free key): malloc hands back the most
+ * recently freed, cache-hot block first, and a hit touches only this 16-byte
+ * head and the block itself. Cached blocks still count as used in their span
+ * (their bitmap bits are clear, so no page holding one is ever given back):
+ * they reach the bitmap when the cache overflows or the heap is collected. */
+#define TM_CACHE_MAX 31
+typedef struct tm_cache {
+  void *head;
+  uint32_t n;   /* blocks on the list */
+  uint32_t cap; /* its capacity (0 on static heaps) */
+} tm_cache;
 
 typedef struct tm_heap {
-  /* n: blocks in cache[c]; cap: its capacity (0 on static heaps). Side by
-   * side, so that free's bound check reads one line. */
-  struct {
-    uint8_t n, cap;
-  } cache_ctl[TM_NUM_CLASSES];
+  tm_cache cache[TM_NUM_CLASSES];
   tm_span *cur[TM_NUM_CLASSES]; /* fast path: never NULL (&tm_empty_span) */
-  void *cache[TM_NUM_CLASSES][TM_CACHE_SLOTS + 1] __attribute__((aligned(64)));
   tm_queue partial[TM_NUM_CLASSES];
   tm_queue full;
   tm_span *_Atomic remote_spans; /* spans that received cross-thread frees */
