@@ -24,9 +24,8 @@ extern "C" {
 const char *tide_version(void);
 
 /* A snapshot of the allocator's own accounting, in bytes unless noted.
- * Span-granular: "span_bytes" counts whole spans handed to heaps, of which
- * "small_live_bytes" is the part holding live small blocks (exact at the time
- * each span was last visited by its owner). */
+ * Span-granular: "span_bytes" counts whole 64 KiB spans of small blocks held
+ * by heaps or orphaned, whatever part of them is live. */
 struct tide_stats {
   size_t mapped_bytes;       /* address space mapped from the OS (segments + huge) */
   size_t segment_count;      /* 4 MiB segments currently mapped */
