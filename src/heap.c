@@ -139,14 +139,7 @@ static void tm_cache_release(tm_heap *h, void *p) {
     tm_report_invalid("free", p, "invalid pointer");
     return;
   }
-  uint64_t bit = (uint64_t)1 << (idx & 63);
-  if (tm_span_bits(s)[idx >> 6] & bit) {
-    tm_report_invalid("free", p, "double free");
-    return;
-  }
-  tm_span_bits(s)[idx >> 6] |= bit;
-  s->summary |= (uint64_t)1 << (idx >> 6);
-  if (--s->used == 0 || s->queue == TM_Q_FULL) tm_heap_reconsider(h, s);
+  if (tm_span_free_block(s, p, idx) && (s->used == 0 || s->queue == TM_Q_FULL)) tm_heap_reconsider(h, s);
 }
 
 /* Release the oldest cached blocks of class c until `keep` remain. The walk
@@ -432,18 +425,7 @@ void *tm_alloc_slow(tm_heap *h, unsigned c) {
 /* The owner freeing into its own full span: set the bit, then move the span
  * back to the partial queue. */
 static void tm_free_into_full(tm_heap *h, tm_span *s, void *p, uint32_t idx) {
-  uint64_t bit = (uint64_t)1 << (idx & 63);
-  if (tm_span_bits(s)[idx >> 6] & bit) {
-    tm_report_invalid("free", p, "double free");
-    return;
-  }
-#if TIDE_DEBUG
-  memset(p, 0xdf, s->block_size);
-#endif
-  tm_span_bits(s)[idx >> 6] |= bit;
-  s->summary |= (uint64_t)1 << (idx >> 6);
-  s->used--;
-  tm_free_local_event(h, s);
+  if (tm_span_free_block(s, p, idx)) tm_free_local_event(h, s);
 }
 
 void tm_free_other(void *p, tm_span *s, const char *who) {

@@ -288,6 +288,7 @@ TM_INLINE uint64_t tm_span_index(const tm_span *s, const void *p) {
 void tm_span_init_small(tm_span *s, unsigned c, tm_heap *owner);
 bool tm_span_refresh(tm_span *s); /* recompute summary; true if a block is free */
 void tm_span_collect(tm_span *s); /* move thread_free blocks into the bitmap */
+bool tm_span_free_block(tm_span *s, void *p, uint32_t idx); /* false: double free, reported */
 void tm_span_retire(tm_span *s);  /* give the slices back (global lock NOT held) */
 bool tm_span_block_index(tm_span *s, const void *p, uint32_t *idx);
 size_t tm_span_live_pages(tm_span *s, uint64_t *page_bits, size_t nwords);

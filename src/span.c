@@ -71,6 +71,23 @@ bool tm_span_block_index(tm_span *s, const void *p, uint32_t *idx) {
   return true;
 }
 
+/* Mark block idx (at p) free in the bitmap. */
+bool tm_span_free_block(tm_span *s, void *p, uint32_t idx) {
+  uint64_t bit = (uint64_t)1 << (idx & 63);
+  uint64_t *word = &tm_span_bits(s)[idx >> 6];
+  if (*word & bit) {
+    tm_report_invalid("free", p, "double free");
+    return false;
+  }
+#if TIDE_DEBUG
+  memset(p, 0xdf, s->block_size);
+#endif
+  *word |= bit;
+  s->summary |= (uint64_t)1 << (idx >> 6);
+  s->used--;
+  return true;
+}
+
 void tm_span_collect(tm_span *s) {
   if (!atomic_load_explicit(&s->thread_free, memory_order_relaxed)) return;
   tm_block *b = atomic_exchange_explicit(&s->thread_free, NULL, memory_order_acquire);
@@ -81,18 +98,8 @@ void tm_span_collect(tm_span *s) {
       tm_report_invalid("free", b, "corrupted cross-thread free list at");
       return;
     }
-    uint64_t bit = (uint64_t)1 << (idx & 63);
-    if (tm_span_bits(s)[idx >> 6] & bit) {
-      /* freed twice by other threads: the list may now loop, drop the rest */
-      tm_report_invalid("free", b, "double free");
-      return;
-    }
-#if TIDE_DEBUG
-    memset(b, 0xdf, s->block_size);
-#endif
-    tm_span_bits(s)[idx >> 6] |= bit;
-    s->summary |= (uint64_t)1 << (idx >> 6);
-    s->used--;
+    /* freed twice by other threads: the list may now loop, drop the rest */
+    if (!tm_span_free_block(s, b, idx)) return;
     b = next;
   }
 }
