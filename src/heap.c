@@ -425,7 +425,9 @@ void *tm_alloc_slow(tm_heap *h, unsigned c) {
 /* The owner freeing into its own full span: set the bit, then move the span
  * back to the partial queue. */
 static void tm_free_into_full(tm_heap *h, tm_span *s, void *p, uint32_t idx) {
-  if (tm_span_free_block(s, p, idx)) tm_free_local_event(h, s);
+  if (!tm_span_free_block(s, p, idx)) return;
+  ((uint64_t *)p)[1] = tm_free_key(h); /* so that a second free is caught at once */
+  tm_free_local_event(h, s);
 }
 
 void tm_free_other(void *p, tm_span *s, const char *who) {
