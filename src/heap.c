@@ -66,7 +66,7 @@ static void tm_heap_make_full(tm_heap *h, tm_span *s) {
 /* Called by a thread that does not own s. The owner is told before the block
  * is pushed: once the block is on thread_free this thread must not touch the
  * span again, since the owner may retire it and the segment may go away. */
-bool tm_free_block_remote(tm_span *s, void *p) {
+static void tm_free_block_remote(tm_span *s, void *p) {
   tm_heap *h = tm_span_owner(s);
   if (h && !atomic_load_explicit(&s->notified, memory_order_relaxed)) {
     unsigned expect = 0;
@@ -84,7 +84,6 @@ bool tm_free_block_remote(tm_span *s, void *p) {
     b->next = head;
   } while (!atomic_compare_exchange_weak_explicit(&s->thread_free, &head, b, memory_order_release,
                                                   memory_order_relaxed));
-  return true;
 }
 
 static void tm_heap_reconsider(tm_heap *h, tm_span *s);
@@ -594,10 +593,4 @@ __attribute__((constructor)) static void tm_constructor(void) {
 
 __attribute__((destructor)) static void tm_destructor(void) {
   if (tm_opt.show_stats) malloc_stats();
-}
-
-size_t tm_heap_count_pooled(void) {
-  size_t n = 0;
-  for (tm_heap *h = atomic_load(&tm_all_heaps); h; h = h->next_all) n += h->state == TM_HEAP_POOLED;
-  return n;
 }

@@ -333,13 +333,11 @@ void tm_free_other(void *p, tm_span *s, const char *who);
 void tm_free_slow(void *p, const char *who);
 void tm_heap_collect_all(tm_heap *h);
 int tm_heap_check(tm_heap *h);
-bool tm_free_block_remote(tm_span *s, void *p);
 
 /* ---- huge blocks (huge.c) ------------------------------------------------ */
 void *tm_huge_alloc(size_t size, size_t align, bool zero);
 void tm_huge_free(tm_segment *seg, tm_span *s);
 void *tm_huge_realloc(tm_segment *seg, tm_span *s, void *p, size_t newsize);
-tm_segment *tm_huge_header(uintptr_t p, unsigned reg);
 
 /* ---- generic allocation (alloc.c, aligned.c) ----------------------------- */
 void *tm_malloc(size_t size);

@@ -104,7 +104,8 @@ size_t tm_os_purge(void *p, size_t size) {
   return size;
 }
 
-tm_segment *tm_huge_header(uintptr_t p, unsigned reg) {
+/* The header of the mapping a registered region belongs to (see TM_REG_*). */
+static tm_segment *tm_huge_header(uintptr_t p, unsigned reg) {
   uintptr_t region = p & ~(uintptr_t)TM_SEG_MASK;
   if (reg == TM_REG_SEGMENT) return (tm_segment *)region;
   return (tm_segment *)(region - (TM_SEG_SIZE << (reg - 2)));
