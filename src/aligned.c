@@ -28,7 +28,7 @@ void *tm_malloc_aligned(size_t size, size_t align) {
       if ((tm_class_size(c) & (align - 1)) == 0) return tm_alloc_in_class(c);
   }
   tm_init();
-  if (size <= tm_huge_threshold) {
+  if (size <= tm_huge_threshold()) {
     void *p = tm_large_alloc(size, align);
     if (p) return p;
   }

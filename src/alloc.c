@@ -19,7 +19,7 @@ static TM_NOINLINE void *tm_malloc_big(size_t size, bool zero) {
     return NULL;
   }
   tm_init();
-  if (size <= tm_huge_threshold) {
+  if (size <= tm_huge_threshold()) {
     void *p = tm_large_alloc(size, TM_ALIGN);
     if (p) {
       if (zero) memset(p, 0, size);
@@ -169,11 +169,11 @@ TM_API void *realloc(void *p, size_t size) {
       return tm_realloc_move(p, s->block_size, size);
     case TM_SPAN_LARGE:
       if (p != s->start) break;
-      if (size > TM_SMALL_MAX && size <= tm_huge_threshold && tm_large_resize(s, size)) return p;
+      if (size > TM_SMALL_MAX && size <= tm_huge_threshold() && tm_large_resize(s, size)) return p;
       return tm_realloc_move(p, s->large_size, size);
     case TM_SPAN_HUGE:
       if (p != s->start) break;
-      if (size > tm_huge_threshold) {
+      if (size > tm_huge_threshold()) {
         void *q = tm_huge_realloc(tm_segment_base(s), s, p, size);
         if (q) return q;
       }

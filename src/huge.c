@@ -9,7 +9,7 @@
 #include <errno.h>
 #include <sys/mman.h>
 
-size_t tm_huge_threshold = (size_t)1 << 20;
+atomic_size_t tm_huge_threshold_v = (size_t)1 << 20;
 
 static size_t tm_round_page(size_t n) {
   return (n + TM_PAGE_SIZE - 1) & ~(TM_PAGE_SIZE - 1);

@@ -188,7 +188,10 @@ typedef struct tm_options {
   int verbose;
 } tm_options;
 extern tm_options tm_opt;
-extern size_t tm_huge_threshold; /* blocks above this get their own mapping */
+extern atomic_size_t tm_huge_threshold_v; /* blocks above this get their own mapping */
+TM_INLINE size_t tm_huge_threshold(void) {
+  return atomic_load_explicit(&tm_huge_threshold_v, memory_order_relaxed); /* mallopt may change it */
+}
 
 /* statistics, updated on slow paths only */
 typedef struct tm_counters {

@@ -133,7 +133,7 @@ TM_API int mallopt(int param, int value) {
       size_t v = (size_t)value;
       if (v < TM_SMALL_MAX) v = TM_SMALL_MAX;
       if (v > (TM_SLICES - 2) * TM_SLICE_SIZE) v = (TM_SLICES - 2) * TM_SLICE_SIZE;
-      tm_huge_threshold = v;
+      atomic_store_explicit(&tm_huge_threshold_v, v, memory_order_relaxed);
       return 1;
     }
     case M_TRIM_THRESHOLD:
