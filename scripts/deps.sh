@@ -4,7 +4,8 @@
 # when something is missing.  Needs root (or sudo) when it has to install.
 #
 # usage: scripts/deps.sh [--test|--bench|--all]
-#   The options are accepted for symmetry; every mode installs the same set.
+#   --test (default): build and test; --bench and --all add what the
+#   measurement suite runs: gnuplot, redis, sqlite3.
 set -e
 
 case "${1:-}" in
@@ -30,6 +31,9 @@ libgoogle-perftools-dev
 libmimalloc-dev
 libjemalloc-dev
 "
+case "${1:-}" in
+  --bench|--all) PACKAGES="$PACKAGES gnuplot-nox redis-server redis-tools sqlite3" ;;
+esac
 
 missing=
 for p in $PACKAGES; do
