@@ -27,6 +27,16 @@ static const tm_knob tm_knobs[] = {
     {"TIDE_VERBOSE", &tm_opt.verbose, 0, 1},
 };
 
+/* Variables of the same prefix that belong to the tools around the library
+ * (tide-rss, the bench scripts): not knobs, and not worth a warning. */
+static const char *const tm_tool_vars[] = {"TIDE_LIB", "TIDE_RSS"};
+
+static bool tm_is_tool_var(const char *var, size_t len) {
+  for (size_t i = 0; i < sizeof tm_tool_vars / sizeof tm_tool_vars[0]; i++)
+    if (strlen(tm_tool_vars[i]) == len && strncmp(tm_tool_vars[i], var, len) == 0) return true;
+  return false;
+}
+
 static bool tm_parse_int(const char *s, int min, int max, int *out) {
   long v = 0;
   if (!*s) return false;
@@ -71,6 +81,7 @@ void tm_options_load(void) {
         break;
       }
     }
+    if (!knob && tm_is_tool_var(var, len)) continue;
     if (!knob) {
       char storage[64];
       TM_LINE(name, storage);
