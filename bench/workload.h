@@ -1,0 +1,290 @@
+/*
+ * workload.h: helpers shared by the benchmark workloads (xthread, larson,
+ * churn, burst_idle, lifetimes).  Header-only, plain libc: the workloads are
+ * never linked against tidemalloc, LD_PRELOAD chooses the allocator.
+ *
+ * - key=value argument parsing with a usage message (exit 2 on any bad word);
+ * - a splitmix64 generator (deterministic given the seed);
+ * - block stamping: every block gets a self-checking header word (its size
+ *   and a hash of it) in its first 8 bytes, a check byte in its last byte,
+ *   and one byte in every 4 KiB in between, so the allocator's memory is
+ *   really touched; wl_check() verifies the header and the last byte before
+ *   a block is freed and exits 1 on a mismatch;
+ * - CLOCK_MONOTONIC time and VmRSS read without malloc.
+ */
+#ifndef TIDE_BENCH_WORKLOAD_H
+#define TIDE_BENCH_WORKLOAD_H
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Smallest block size: the header word needs 8 bytes, plus room for the
+ * last-byte check. */
+#define WL_MIN_SIZE 16u
+/* Largest block size any workload accepts (the size must fit in 32 bits). */
+#define WL_MAX_SIZE (1u << 30)
+
+/* ---------------------------------------------------------------------- */
+/* Random numbers: splitmix64.                                             */
+/* ---------------------------------------------------------------------- */
+
+static inline uint64_t wl_mix64(uint64_t z)
+{
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return z ^ (z >> 31);
+}
+
+static inline uint64_t wl_rand(uint64_t *s)
+{
+	*s += 0x9e3779b97f4a7c15ULL;
+	return wl_mix64(*s);
+}
+
+/* Uniform in 0..n-1 (n >= 1), multiply-shift (no division). */
+static inline uint64_t wl_below(uint64_t *s, uint64_t n)
+{
+	return (uint64_t)(((unsigned __int128)wl_rand(s) * n) >> 64);
+}
+
+/* Uniform in lo..hi inclusive. */
+static inline size_t wl_range(uint64_t *s, size_t lo, size_t hi)
+{
+	return lo + (size_t)wl_below(s, (uint64_t)(hi - lo) + 1);
+}
+
+/* Independent stream number `stream' derived from the user's seed. */
+static inline uint64_t wl_seed(uint64_t seed, uint64_t stream)
+{
+	return wl_mix64(seed ^ wl_mix64(stream + 0x632be59bd9b4e019ULL));
+}
+
+/* ---------------------------------------------------------------------- */
+/* Block stamping and checking.                                            */
+/* ---------------------------------------------------------------------- */
+
+static inline uint64_t wl_header(size_t n)
+{
+	return (uint64_t)(uint32_t)n |
+	       (wl_mix64((uint64_t)n ^ 0x7469646562656e63ULL) << 32);
+}
+
+static inline unsigned char wl_tail(uint64_t h)
+{
+	return (unsigned char)((h >> 40) ^ 0xa5);
+}
+
+/* Stamp a fresh block of n >= WL_MIN_SIZE bytes: header, one byte in every
+ * 4 KiB (so every page the block spans is written), last byte. */
+static inline void wl_fill(void *block, size_t n)
+{
+	unsigned char *p = block;
+	uint64_t h = wl_header(n);
+
+	memcpy(p, &h, sizeof(h));
+	for (size_t off = 4096; off < n - 1; off += 4096)
+		p[off] = (unsigned char)off;
+	p[n - 1] = wl_tail(h);
+}
+
+static void wl_corrupt(const char *prog, const void *block, const char *what)
+	__attribute__((noreturn, cold, unused));
+static void wl_corrupt(const char *prog, const void *block, const char *what)
+{
+	fprintf(stderr, "%s: corrupted block %p: %s\n", prog, block, what);
+	fflush(stderr);
+	exit(1);
+}
+
+/* Verify a block stamped by wl_fill; returns its size.  max_size bounds the
+ * size read from the header before the last byte is read.  Exits 1 (with a
+ * message on stderr) on a mismatch. */
+static inline size_t wl_check(const char *prog, const void *block,
+			      size_t max_size)
+{
+	const unsigned char *p = block;
+	uint64_t h;
+
+	if (block == NULL)
+		wl_corrupt(prog, block, "null pointer");
+	memcpy(&h, p, sizeof(h));
+	size_t n = (uint32_t)h;
+	if (n < WL_MIN_SIZE || n > max_size || h != wl_header(n))
+		wl_corrupt(prog, block, "bad header word");
+	if (p[n - 1] != wl_tail(h))
+		wl_corrupt(prog, block, "bad last byte");
+	return n;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Time and memory.                                                        */
+/* ---------------------------------------------------------------------- */
+
+static inline double wl_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* VmRSS of this process in KiB, read with open/read into a stack buffer (no
+ * malloc); -1 if it cannot be read. */
+static inline long wl_rss_kb(void)
+{
+	char buf[4096];
+	size_t len = 0;
+	int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return -1;
+	for (;;) {
+		ssize_t r = read(fd, buf + len, sizeof(buf) - 1 - len);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		len += (size_t)r;
+		if (len == sizeof(buf) - 1)
+			break;
+	}
+	close(fd);
+	buf[len] = '\0';
+
+	const char *q = strstr(buf, "\nVmRSS:");
+	if (q == NULL)
+		return -1;
+	q += 7;
+	while (*q == ' ' || *q == '\t')
+		q++;
+	long v = 0;
+	if (*q < '0' || *q > '9')
+		return -1;
+	while (*q >= '0' && *q <= '9')
+		v = v * 10 + (*q++ - '0');
+	return v;
+}
+
+/* ---------------------------------------------------------------------- */
+/* key=value arguments.                                                    */
+/* ---------------------------------------------------------------------- */
+
+struct wl_opt {
+	const char *key;
+	uint64_t *val;		/* holds the default on entry */
+	uint64_t min, max;	/* accepted range (inclusive) */
+	const char *help;
+	int given;		/* set by wl_parse */
+	uint64_t def;		/* set by wl_parse: the default */
+};
+
+static void wl_usage(const char *prog, const char *synopsis,
+		     const struct wl_opt *o, size_t n, const char *why)
+	__attribute__((noreturn, unused));
+static void wl_usage(const char *prog, const char *synopsis,
+		     const struct wl_opt *o, size_t n, const char *why)
+{
+	if (why)
+		fprintf(stderr, "%s: %s\n", prog, why);
+	fprintf(stderr, "usage: %s [key=value ...]\n", prog);
+	if (synopsis[0] != '\0')
+		fprintf(stderr, "%s\n", synopsis);
+	for (size_t i = 0; i < n; i++)
+		fprintf(stderr, "  %-18s %s (default %llu, range %llu..%llu)\n",
+			o[i].key, o[i].help, (unsigned long long)o[i].def,
+			(unsigned long long)o[i].min,
+			(unsigned long long)o[i].max);
+	fprintf(stderr, "Numbers are decimal, 0x hex or 0 octal. "
+		"Exit status: 0 ok, 1 failure (corruption, malloc failure), "
+		"2 usage.\n");
+	exit(2);
+}
+
+/* Parse an unsigned integer (strtoull base 0); the whole string must be a
+ * number. */
+static inline int wl_parse_u64(const char *s, uint64_t *out)
+{
+	char *end;
+
+	if (*s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 0);
+	if (errno != 0 || end == s || *end != '\0')
+		return -1;
+	*out = (uint64_t)v;
+	return 0;
+}
+
+/* Parse argv[1..]: every word must be key=value with a known key and a value
+ * in range; otherwise print the usage on stderr and exit 2. */
+static inline void wl_parse(const char *prog, const char *synopsis,
+			    int argc, char **argv, struct wl_opt *o, size_t n)
+{
+	char why[256];
+
+	for (size_t i = 0; i < n; i++) {
+		o[i].def = *o[i].val;
+		o[i].given = 0;
+	}
+	for (int a = 1; a < argc; a++) {
+		const char *w = argv[a];
+		const char *eq = strchr(w, '=');
+		size_t i;
+
+		if (eq == NULL || eq == w) {
+			snprintf(why, sizeof(why),
+				 "bad argument '%.100s' (expected key=value)", w);
+			wl_usage(prog, synopsis, o, n, why);
+		}
+		for (i = 0; i < n; i++)
+			if (strlen(o[i].key) == (size_t)(eq - w) &&
+			    memcmp(o[i].key, w, (size_t)(eq - w)) == 0)
+				break;
+		if (i == n) {
+			snprintf(why, sizeof(why), "unknown key '%.*s'",
+				 (int)(eq - w > 100 ? 100 : eq - w), w);
+			wl_usage(prog, synopsis, o, n, why);
+		}
+		uint64_t v;
+		if (wl_parse_u64(eq + 1, &v) || v < o[i].min || v > o[i].max) {
+			snprintf(why, sizeof(why),
+				 "bad value '%.100s' for %s (range %llu..%llu)",
+				 eq + 1, o[i].key,
+				 (unsigned long long)o[i].min,
+				 (unsigned long long)o[i].max);
+			wl_usage(prog, synopsis, o, n, why);
+		}
+		*o[i].val = v;
+		o[i].given = 1;
+	}
+}
+
+static void wl_oom(const char *prog, size_t size)
+	__attribute__((noreturn, cold, unused));
+static void wl_oom(const char *prog, size_t size)
+{
+	fprintf(stderr, "%s: malloc(%zu) failed\n", prog, size);
+	fflush(stderr);
+	exit(1);
+}
+
+/* Print a line to stdout and flush; exit 1 if stdout fails. */
+#define WL_PRINT(...)                                                   \
+	do {                                                            \
+		printf(__VA_ARGS__);                                    \
+		if (fflush(stdout) != 0) {                              \
+			perror("stdout");                               \
+			exit(1);                                        \
+		}                                                       \
+	} while (0)
+
+#define WL_NOPTS(a) (sizeof(a) / sizeof((a)[0]))
+
+#endif /* TIDE_BENCH_WORKLOAD_H */

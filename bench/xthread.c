@@ -1,0 +1,253 @@
+/*
+ * xthread: producer/consumer frees across threads (servers, pipelines).
+ *
+ * T threads each run `ops' steps.  A step mallocs a block (size uniform in
+ * min..max), stamps it, and puts it in a random slot of the thread's window
+ * of `live' blocks; the block it displaces is retired: with probability
+ * share% it is handed to another thread (chosen at random) through a
+ * lock-free single-producer/single-consumer ring, one ring per ordered
+ * (producer, consumer) pair, and that thread checks and frees it; otherwise
+ * it is checked and freed locally.  Every thread drains its incoming rings
+ * every few steps, and whenever a ring it pushes to is full (it yields until
+ * there is room, draining meanwhile, so no block is ever dropped or freed by
+ * its maker instead).  When a thread has made its blocks it frees its window
+ * and keeps draining until every producer is done.
+ *
+ * The sizes, slots, hand-off decisions and targets depend only on the seed
+ * and the thread number; only the interleaving depends on the scheduler.
+ *
+ * Output (one line):
+ *   xthread: threads=4 share=50 ops=... live=... min=16 max=1024 seed=0x...
+ *            mallocs=... frees=... remote_frees=... seconds=... ops_per_sec=...
+ * ops_per_sec = (mallocs + frees) / seconds, timed from the moment all
+ * threads are released until the last one has finished.
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <sys/mman.h>
+
+#include "workload.h"
+
+static const char *const PROG = "xthread";
+
+#define RING_CAP 1024u		/* entries per ring, a power of two */
+#define DRAIN_EVERY 16u		/* steps between two drains */
+#define MAX_THREADS 64u
+
+struct ring {
+	_Alignas(64) _Atomic uint64_t head;	/* consumer position */
+	_Alignas(64) _Atomic uint64_t tail;	/* producer position */
+	_Alignas(64) void *slot[RING_CAP];
+};
+
+struct worker {
+	unsigned id;
+	pthread_t tid;
+	uint64_t rng;
+	uint64_t mallocs, frees, remote_frees;
+	uint64_t head_cache[MAX_THREADS];	/* of rings id -> j */
+	void **window;
+} __attribute__((aligned(64)));
+
+static unsigned nthreads;
+static uint64_t share, ops_per_thread, live, min_size, max_size, seed;
+static struct ring *rings;		/* rings[src * nthreads + dst] */
+static struct worker *workers;
+static pthread_barrier_t start_barrier;
+static _Atomic unsigned producers_done;
+
+static inline struct ring *ring_at(unsigned src, unsigned dst)
+{
+	return &rings[(size_t)src * nthreads + dst];
+}
+
+/* Free every block waiting in the rings addressed to w. */
+static void drain(struct worker *w)
+{
+	for (unsigned src = 0; src < nthreads; src++) {
+		if (src == w->id)
+			continue;
+		struct ring *r = ring_at(src, w->id);
+		uint64_t head = atomic_load_explicit(&r->head,
+						     memory_order_relaxed);
+		uint64_t tail = atomic_load_explicit(&r->tail,
+						     memory_order_acquire);
+		if (head == tail)
+			continue;
+		for (uint64_t i = head; i != tail; i++) {
+			void *p = r->slot[i & (RING_CAP - 1)];
+			wl_check(PROG, p, max_size);
+			free(p);
+		}
+		w->frees += tail - head;
+		w->remote_frees += tail - head;
+		atomic_store_explicit(&r->head, tail, memory_order_release);
+	}
+}
+
+/* Hand p to thread dst; waits (draining, yielding) while the ring is full. */
+static void push(struct worker *w, unsigned dst, void *p)
+{
+	struct ring *r = ring_at(w->id, dst);
+	uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
+
+	while (tail - w->head_cache[dst] >= RING_CAP) {
+		w->head_cache[dst] = atomic_load_explicit(&r->head,
+							  memory_order_acquire);
+		if (tail - w->head_cache[dst] < RING_CAP)
+			break;
+		drain(w);
+		sched_yield();
+	}
+	r->slot[tail & (RING_CAP - 1)] = p;
+	atomic_store_explicit(&r->tail, tail + 1, memory_order_release);
+}
+
+static void retire(struct worker *w, void *p)
+{
+	if (nthreads > 1 && wl_below(&w->rng, 100) < share) {
+		unsigned dst = (unsigned)wl_below(&w->rng, nthreads - 1);
+		if (dst >= w->id)
+			dst++;
+		push(w, dst, p);
+	} else {
+		wl_check(PROG, p, max_size);
+		free(p);
+		w->frees++;
+	}
+}
+
+static void *run(void *arg)
+{
+	struct worker *w = arg;
+
+	pthread_barrier_wait(&start_barrier);
+
+	for (uint64_t i = 0; i < ops_per_thread; i++) {
+		size_t n = wl_range(&w->rng, min_size, max_size);
+		void *p = malloc(n);
+		if (p == NULL)
+			wl_oom(PROG, n);
+		wl_fill(p, n);
+		w->mallocs++;
+
+		size_t k = (size_t)wl_below(&w->rng, live);
+		void *old = w->window[k];
+		w->window[k] = p;
+		if (old != NULL)
+			retire(w, old);
+		if ((i & (DRAIN_EVERY - 1)) == DRAIN_EVERY - 1)
+			drain(w);
+	}
+	for (uint64_t k = 0; k < live; k++) {
+		void *p = w->window[k];
+		if (p != NULL) {
+			wl_check(PROG, p, max_size);
+			free(p);
+			w->frees++;
+			w->window[k] = NULL;
+		}
+	}
+
+	atomic_fetch_add_explicit(&producers_done, 1, memory_order_acq_rel);
+	while (atomic_load_explicit(&producers_done, memory_order_acquire) <
+	       nthreads) {
+		drain(w);
+		sched_yield();
+	}
+	/* Every producer is done: nothing more will be pushed. */
+	drain(w);
+	return NULL;
+}
+
+static void *map_zeroed(size_t bytes)
+{
+	void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED) {
+		perror("xthread: mmap");
+		exit(1);
+	}
+	return p;
+}
+
+int main(int argc, char **argv)
+{
+	uint64_t threads = 4;
+
+	share = 50;
+	ops_per_thread = 6000000;
+	live = 1000;
+	min_size = 16;
+	max_size = 1024;
+	seed = 0x12345678;
+
+	struct wl_opt opts[] = {
+		{ "threads", &threads, 1, MAX_THREADS, "number of threads", 0, 0 },
+		{ "share", &share, 0, 100,
+		  "percent of frees handed to another thread", 0, 0 },
+		{ "ops", &ops_per_thread, 1, UINT64_C(1) << 40,
+		  "mallocs per thread", 0, 0 },
+		{ "live", &live, 1, UINT64_C(1) << 24,
+		  "live blocks per thread (window)", 0, 0 },
+		{ "min", &min_size, WL_MIN_SIZE, WL_MAX_SIZE,
+		  "smallest block size", 0, 0 },
+		{ "max", &max_size, WL_MIN_SIZE, WL_MAX_SIZE,
+		  "largest block size", 0, 0 },
+		{ "seed", &seed, 0, UINT64_MAX, "random seed", 0, 0 },
+	};
+	wl_parse(PROG, "Threads allocate; share% of the blocks are freed by "
+		 "another thread (SPSC rings).", argc, argv, opts,
+		 WL_NOPTS(opts));
+	if (max_size < min_size)
+		wl_usage(PROG, "", opts, WL_NOPTS(opts), "max must be >= min");
+	nthreads = (unsigned)threads;
+
+	rings = map_zeroed(sizeof(*rings) * nthreads * nthreads);
+	workers = map_zeroed(sizeof(*workers) * nthreads);
+	for (unsigned t = 0; t < nthreads; t++) {
+		workers[t].id = t;
+		workers[t].rng = wl_seed(seed, t);
+		workers[t].window = map_zeroed(sizeof(void *) * live);
+	}
+
+	pthread_barrier_init(&start_barrier, NULL, nthreads + 1);
+	for (unsigned t = 0; t < nthreads; t++) {
+		int e = pthread_create(&workers[t].tid, NULL, run, &workers[t]);
+		if (e != 0) {
+			fprintf(stderr, "xthread: pthread_create: %s\n",
+				strerror(e));
+			return 1;
+		}
+	}
+	pthread_barrier_wait(&start_barrier);
+	double t0 = wl_now();
+	for (unsigned t = 0; t < nthreads; t++)
+		pthread_join(workers[t].tid, NULL);
+	double secs = wl_now() - t0;
+
+	uint64_t mallocs = 0, frees = 0, remote = 0;
+	for (unsigned t = 0; t < nthreads; t++) {
+		mallocs += workers[t].mallocs;
+		frees += workers[t].frees;
+		remote += workers[t].remote_frees;
+	}
+	if (frees != mallocs) {
+		fprintf(stderr, "xthread: %llu mallocs but %llu frees\n",
+			(unsigned long long)mallocs, (unsigned long long)frees);
+		return 1;
+	}
+
+	WL_PRINT("xthread: threads=%u share=%llu ops=%llu live=%llu min=%llu "
+		 "max=%llu seed=0x%llx mallocs=%llu frees=%llu "
+		 "remote_frees=%llu seconds=%.6f ops_per_sec=%.0f\n",
+		 nthreads, (unsigned long long)share,
+		 (unsigned long long)ops_per_thread, (unsigned long long)live,
+		 (unsigned long long)min_size, (unsigned long long)max_size,
+		 (unsigned long long)seed, (unsigned long long)mallocs,
+		 (unsigned long long)frees, (unsigned long long)remote, secs,
+		 secs > 0 ? (double)(mallocs + frees) / secs : 0.0);
+	return 0;
+}
