@@ -5,7 +5,7 @@
 #
 # usage: scripts/deps.sh [--test|--bench|--all]
 #   --test (default): build and test; --bench and --all add what the
-#   measurement suite runs: gnuplot, redis, sqlite3.
+#   measurement suite runs: gnuplot, redis, sqlite3, rocksdb (db_bench).
 set -e
 
 case "${1:-}" in
@@ -32,7 +32,7 @@ libmimalloc-dev
 libjemalloc-dev
 "
 case "${1:-}" in
-  --bench|--all) PACKAGES="$PACKAGES gnuplot-nox redis-server redis-tools sqlite3" ;;
+  --bench|--all) PACKAGES="$PACKAGES gnuplot-nox redis-server redis-tools sqlite3 rocksdb-tools procps" ;;
 esac
 
 missing=
