@@ -441,12 +441,7 @@ run_c() {
 	[[ -n $line ]] || line=$(grep 'tide-rss:' "$err" | tail -n1) || true
 	r_thr=$(sed -n 's/.*ops_per_sec=\([0-9.eE+]*\).*/\1/p' "$out" | tail -n1)
 	r_unit=ops/s
-	r_n=$(kv samples "$line")
-	r_mean=$(kv rss_mean_kb "$line")
-	r_p95=$(kv rss_p95_kb "$line")
-	r_max=$(kv rss_max_kb "$line")
-	r_final=$(kv rss_final_kb "$line")
-	r_wall=$(kv wall_s "$line")
+	read_rss_fields "$line"
 	r_why=""
 	if [[ -z $line ]]; then
 		r_why="no tide-rss summary"
@@ -454,6 +449,17 @@ run_c() {
 	if [[ $wl == burst_idle ]]; then
 		sed -n 's/^burst_idle: phase=\([a-z_0-9]*\) t_ms=\([0-9]*\) rss_kb=\([0-9]*\).*/\1,\2,\3/p' "$out" >"$outdir/logs/$tag.phases"
 	fi
+}
+
+# read_rss_fields LINE: the RSS fields shared by tide-rss summaries and
+# RESULT lines, into r_n, r_mean, r_p95, r_max, r_final, r_wall.
+read_rss_fields() {
+	r_n=$(kv samples "$1")
+	r_mean=$(kv rss_mean_kb "$1")
+	r_p95=$(kv rss_p95_kb "$1")
+	r_max=$(kv rss_max_kb "$1")
+	r_final=$(kv rss_final_kb "$1")
+	r_wall=$(kv wall_s "$1")
 }
 
 # run_real ROUND WORKLOAD ALLOC TAG: run bench/real/WORKLOAD.sh; same outputs.
@@ -473,12 +479,7 @@ run_real() {
 	r_csv=real/$tag/$wl.rss.csv
 	r_thr=$(kv throughput "$line")
 	r_unit=$(kv unit "$line")
-	r_n=$(kv samples "$line")
-	r_mean=$(kv rss_mean_kb "$line")
-	r_p95=$(kv rss_p95_kb "$line")
-	r_max=$(kv rss_max_kb "$line")
-	r_final=$(kv rss_final_kb "$line")
-	r_wall=$(kv wall_s "$line")
+	read_rss_fields "$line"
 	r_why=""
 	[[ -n $line ]] || r_why="no RESULT line"
 }
