@@ -22,8 +22,8 @@ tm_span tm_empty_span; /* summary 0: every pop fails and takes the slow path */
 tm_heap tm_heap_empty = {.cur = TM_EMPTY_CUR, .state = TM_HEAP_UNINIT};
 static tm_heap tm_heap_exiting = {.cur = TM_EMPTY_CUR, .state = TM_HEAP_EXITING};
 /* Serves threads whose own heap was already torn down (late TLS destructors,
- * libc's thread teardown). Protected by tm_shared_lock. */
-static tm_heap tm_heap_shared = {.cur = TM_EMPTY_CUR, .state = TM_HEAP_ACTIVE};
+ * libc's thread teardown). Made on first use; protected by tm_shared_lock. */
+static tm_heap *tm_heap_shared;
 static tm_lock_t tm_shared_lock = TM_LOCK_INIT;
 
 __thread tm_heap *tm_heap_tls __attribute__((tls_model("initial-exec"))) = &tm_heap_empty;
@@ -62,47 +62,26 @@ static void tm_heap_make_full(tm_heap *h, tm_span *s) {
   tm_queue_push_front(&h->full, s);
 }
 
-/* ---- remote frees -------------------------------------------------------- */
-/* Called by a thread that does not own s. The owner is told before the block
- * is pushed: once the block is on thread_free this thread must not touch the
- * span again, since the owner may retire it and the segment may go away. */
-static void tm_free_block_remote(tm_span *s, void *p) {
-  tm_heap *h = tm_span_owner(s);
-  if (h && !atomic_load_explicit(&s->notified, memory_order_relaxed)) {
-    unsigned expect = 0;
-    if (atomic_compare_exchange_strong(&s->notified, &expect, 1)) {
-      tm_span *head = atomic_load_explicit(&h->remote_spans, memory_order_relaxed);
-      do {
-        s->remote_next = head;
-      } while (!atomic_compare_exchange_weak_explicit(&h->remote_spans, &head, s, memory_order_release,
-                                                      memory_order_relaxed));
-    }
-  }
-  tm_block *b = p;
-  tm_block *head = atomic_load_explicit(&s->thread_free, memory_order_relaxed);
-  do {
-    b->next = head;
-  } while (!atomic_compare_exchange_weak_explicit(&s->thread_free, &head, b, memory_order_release,
-                                                  memory_order_relaxed));
-}
-
+/* ---- remote frees (the protocol is in remote.c) -------------------------- */
 static void tm_heap_reconsider(tm_heap *h, tm_span *s);
 
-static void tm_heap_process_remote(tm_heap *h) {
-  if (!atomic_load_explicit(&h->remote_spans, memory_order_relaxed)) return;
-  tm_span *list = atomic_exchange_explicit(&h->remote_spans, NULL, memory_order_acquire);
+/* Take h's remote list and collect every span on it. Each entry is h's own
+ * span and stays alive until its notice is taken (remote.c). `forced`: in a
+ * fork child, where a notifier may have vanished mid-notice. */
+static void tm_heap_drain_remote(tm_heap *h, bool forced) {
+  tm_span *list = tm_remote_list_take(h);
   while (list) {
     tm_span *s = list;
-    list = s->remote_next;
-    atomic_store_explicit(&s->notified, 0, memory_order_release);
-    /* the notice may be stale: the span may have changed hands since */
-    if (tm_span_owner(s) == h && tm_span_kind(s) == TM_SPAN_SMALL &&
-        s->queue != TM_Q_NONE) {
-      tm_span_collect(s);
-      tm_heap_reconsider(h, s);
-    }
+    list = s->remote_next; /* read before the notice is taken: s may move on after */
+    /* Only a fork child that returned into an interrupted notice can have
+     * put someone else's span here (unsupported; see design.md): skip it. */
+    if (TM_UNLIKELY(tm_span_kind(s) != TM_SPAN_SMALL || tm_span_owner(s) != h)) continue;
+    tm_span_collect_list(s, tm_notice_take(s, forced));
+    if (s->queue != TM_Q_NONE) tm_heap_reconsider(h, s);
   }
 }
+
+static void tm_heap_process_remote(tm_heap *h) { tm_heap_drain_remote(h, false); }
 
 /* After frees landed in s: a full span becomes available again; an empty
  * span that is not the current one is retired unless it is the only spare
@@ -116,7 +95,9 @@ static void tm_heap_reconsider(tm_heap *h, tm_span *s) {
     tm_span_set_owner(s, h, false);
     tm_queue_push_front(pq, s);
   }
-  if (s->queue == TM_Q_PARTIAL && s->used == 0 && pq->first != pq->last) {
+  /* a span still QUEUED is retired when its notice is taken */
+  if (s->queue == TM_Q_PARTIAL && s->used == 0 && pq->first != pq->last &&
+      tm_notice_state(s) == TM_NOTICE_IDLE) {
     tm_queue_remove(pq, s);
     s->queue = TM_Q_NONE;
     tm_span_retire(s);
@@ -237,6 +218,7 @@ static tm_span *tm_heap_adopt_orphan(tm_heap *h, unsigned c) {
     tm_unlock(&tm_global_lock);
     if (!s) return NULL;
     tm_span_set_owner(s, h, false);
+    tm_notice_open(s);
     tm_span_collect(s);
     if (tm_span_refresh(s)) return s;
     tm_heap_make_full(h, s);
@@ -357,12 +339,38 @@ static tm_heap *tm_heap_new_for_thread(void) {
   return h;
 }
 
+/* Call fn on every span h owns (current, partial and full). */
+static void tm_heap_each_span(tm_heap *h, void (*fn)(tm_span *s, void *arg), void *arg) {
+  for (unsigned c = 0; c < TM_NUM_CLASSES; c++) {
+    if (h->cur[c] != &tm_empty_span) fn(h->cur[c], arg);
+    for (tm_span *s = h->partial[c].first, *next; s; s = next) {
+      next = s->next;
+      fn(s, arg);
+    }
+  }
+  for (tm_span *s = h->full.first, *next; s; s = next) {
+    next = s->next;
+    fn(s, arg);
+  }
+}
+
+static void tm_span_close_cb(tm_span *s, void *forced) { tm_notice_close(s, forced != NULL); }
+
+/* fork child: a span left BUSY by a vanished notifier is on no list now */
+static void tm_span_reopen_cb(tm_span *s, void *arg) {
+  (void)arg;
+  tm_span_collect_list(s, tm_notice_take(s, true));
+}
+
 /* Hand every span of h on: empty ones are retired, the rest become orphans
- * that any thread can adopt, and remote frees into them keep working. */
+ * that any thread can adopt, and remote frees into them keep working. First
+ * no span may tell h anything any more (NEVER), then what was told is
+ * drained, so that h's remote list stays empty while it is pooled. */
 static void tm_heap_abandon(tm_heap *h, bool after_fork) {
   h->in_slow = 1;
   tm_heap_flush_caches(h);
-  tm_heap_process_remote(h);
+  tm_heap_each_span(h, tm_span_close_cb, after_fork ? (void *)h : NULL);
+  tm_heap_drain_remote(h, after_fork);
   tm_lock(&tm_global_lock);
   for (unsigned c = 0; c <= TM_NUM_CLASSES; c++) {
     tm_span *s;
@@ -387,6 +395,7 @@ static void tm_heap_abandon(tm_heap *h, bool after_fork) {
       s = next;
     }
   }
+  TM_ASSERT(atomic_load(&h->remote_spans) == NULL);
   tm_heap_reset(h);
   tm_orphans_sweep();
   h->state = TM_HEAP_POOLED;
@@ -398,15 +407,30 @@ static void tm_heap_abandon(tm_heap *h, bool after_fork) {
 static void tm_thread_done(void *value) {
   (void)value;
   tm_heap *h = tm_heap_tls;
-  if (h->state != TM_HEAP_ACTIVE || h == &tm_heap_shared) return;
+  if (h->state != TM_HEAP_ACTIVE || h == tm_heap_shared) return;
   tm_heap_abandon(h, false);
   tm_heap_tls = &tm_heap_exiting;
 }
 
 static void *tm_alloc_shared(unsigned c) {
   tm_lock(&tm_shared_lock);
-  void *p = tm_span_pop(tm_heap_shared.cur[c]);
-  if (!p) p = tm_heap_alloc_slow(&tm_heap_shared, c);
+  tm_heap *h = tm_heap_shared;
+  if (!h) {
+    tm_lock(&tm_global_lock);
+    h = tm_meta_alloc(sizeof(tm_heap));
+    tm_unlock(&tm_global_lock);
+    if (h) {
+      tm_heap_reset(h);
+      for (unsigned k = 0; k < TM_NUM_CLASSES; k++) h->cache[k].cap = 0; /* its blocks are all freed remotely */
+      h->state = TM_HEAP_ACTIVE;
+      tm_heap_shared = h;
+    }
+  }
+  void *p = NULL;
+  if (h) {
+    p = tm_span_pop(h->cur[c]);
+    if (!p) p = tm_heap_alloc_slow(h, c);
+  }
   tm_unlock(&tm_shared_lock);
   return p;
 }
@@ -448,7 +472,7 @@ void tm_free_other(void *p, tm_span *s, const char *who) {
 #if TIDE_DEBUG
     memset(p, 0xdf, s->block_size);
 #endif
-    tm_free_block_remote(s, p);
+    tm_remote_free(s, p);
   } else if (kind == TM_SPAN_LARGE && p == s->start) {
     tm_large_free(s);
   } else if (kind == TM_SPAN_HUGE && p == s->start) {
@@ -478,7 +502,7 @@ void tm_heap_collect_all(tm_heap *h) {
     tm_span *cur = h->cur[c];
     if (cur != &tm_empty_span) {
       tm_span_collect(cur);
-      if (cur->used == 0) {
+      if (cur->used == 0 && tm_notice_state(cur) == TM_NOTICE_IDLE) {
         h->cur[c] = &tm_empty_span;
         cur->queue = TM_Q_NONE;
         tm_span_retire(cur);
@@ -487,7 +511,7 @@ void tm_heap_collect_all(tm_heap *h) {
     for (tm_span *s = h->partial[c].first, *next; s; s = next) {
       next = s->next;
       tm_span_collect(s);
-      if (s->used == 0) {
+      if (s->used == 0 && tm_notice_state(s) == TM_NOTICE_IDLE) {
         tm_queue_remove(&h->partial[c], s);
         s->queue = TM_Q_NONE;
         tm_span_retire(s);
@@ -552,15 +576,22 @@ static void tm_fork_child(void) {
   if (atomic_load(&tm_late_state) == 1) atomic_store(&tm_late_state, 2);
   if (tm_lock_is_held(&tm_global_lock)) tm_global_reset_after_fork();
   if (tm_lock_is_held(&tm_shared_lock)) {
-    tm_heap_reset(&tm_heap_shared);
-    atomic_store(&tm_heap_shared.remote_spans, NULL);
+    /* its lists may be half updated: leave it, with its spans, and make a
+     * new one on next use; frees into its spans are parked there */
+    if (tm_heap_shared) tm_heap_shared->state = TM_HEAP_DEAD;
+    tm_heap_shared = NULL;
     atomic_store(&tm_shared_lock.held, 0);
   }
   tm_heap *me = tm_heap_tls;
-  if (me->state == TM_HEAP_ACTIVE && me != &tm_heap_shared && me->in_slow) {
+  if (me->state == TM_HEAP_ACTIVE && me->in_slow) {
     me->state = TM_HEAP_DEAD;
     tm_heap_tls = &tm_heap_empty;
   } else if (me->state == TM_HEAP_ACTIVE) {
+    /* A notifier that vanished in the fork may have left a span of ours
+     * BUSY, on our remote list or not: drain the list without waiting,
+     * then reopen every span that is still BUSY. */
+    tm_heap_drain_remote(me, true);
+    tm_heap_each_span(me, tm_span_reopen_cb, NULL);
     /* fork from a signal handler may have cut a pop on a current span */
     for (unsigned c = 0; c < TM_NUM_CLASSES; c++)
       if (me->cur[c] != &tm_empty_span) tm_span_resync(me->cur[c]);
@@ -596,4 +627,33 @@ __attribute__((constructor)) static void tm_constructor(void) {
 
 __attribute__((destructor)) static void tm_destructor(void) {
   if (tm_opt.show_stats) malloc_stats();
+}
+
+/* ---- test hook ------------------------------------------------------------- */
+static bool tm_on_remote_list(tm_heap *h, tm_span *s) {
+  for (tm_span *r = atomic_load(&h->remote_spans); r; r = r->remote_next)
+    if (r == s) return true;
+  return false;
+}
+
+/* Spans owned by live heaps that hold cross-thread frees their owner will
+ * never hear of: not on its remote list. Only meaningful while no thread
+ * allocates or frees (tests pause their threads first). */
+size_t tm_stranded_spans(size_t *blocks_out) {
+  size_t spans = 0, blocks = 0;
+  for (tm_heap *h = atomic_load(&tm_all_heaps); h; h = h->next_all) {
+    if (h->state != TM_HEAP_ACTIVE) continue;
+    for (unsigned q = 0; q <= 2 * TM_NUM_CLASSES; q++) {
+      tm_span *s = q < TM_NUM_CLASSES ? h->cur[q] : q < 2 * TM_NUM_CLASSES ? h->partial[q - TM_NUM_CLASSES].first : h->full.first;
+      bool single = q < TM_NUM_CLASSES;
+      for (; s && s != &tm_empty_span; s = single ? NULL : s->next) {
+        tm_block *b = (tm_block *)(atomic_load(&s->thread_free) & ~(uintptr_t)3);
+        if (!b || tm_on_remote_list(h, s)) continue;
+        spans++;
+        for (; b; b = b->next) blocks++;
+      }
+    }
+  }
+  if (blocks_out) *blocks_out = blocks;
+  return spans;
 }

@@ -33,6 +33,14 @@
 #define TIDE_DEBUG 0
 #endif
 
+/* Debug-build assertions: internal invariants, never user errors. */
+#if TIDE_DEBUG
+#define TM_ASSERT(cond) (TM_LIKELY(cond) ? (void)0 : tm_assert_fail(#cond, __FILE__, __LINE__))
+#else
+#define TM_ASSERT(cond) ((void)0)
+#endif
+void tm_assert_fail(const char *expr, const char *file, int line) __attribute__((noreturn, cold));
+
 /* ---- geometry ---------------------------------------------------------- */
 #define TM_PAGE_SHIFT 12
 #define TM_PAGE_SIZE ((size_t)1 << TM_PAGE_SHIFT)
@@ -105,16 +113,23 @@ typedef struct tm_span {
    * exactly when the span must move back to the partial queue. */
   _Atomic uintptr_t heap;
   struct tm_span *next, *prev; /* links in the owner's queue */
-  /* shared with other threads */
-  _Atomic(tm_block *) thread_free; /* blocks freed by other threads */
-  atomic_uint notified;            /* 1 while on some heap's remote list */
-  struct tm_span *remote_next;     /* link on that list */
+  /* shared with other threads (src/remote.c) */
+  _Atomic uintptr_t thread_free; /* blocks freed by other threads | notice state */
+  struct tm_span *remote_next;   /* link on the owner's remote list */
   size_t large_size;               /* usable bytes of a large/huge block */
   uint64_t *bits;                  /* free bitmap: inline_bits, or the segment's */
   uint64_t inline_bits[TM_INLINE_BITMAP_WORDS];
 } __attribute__((aligned(64))) tm_span;
 
 #define TM_HEAP_FULL_TAG ((uintptr_t)1)
+
+/* Notice states in the low bits of thread_free (src/remote.c). */
+enum tm_notice {
+  TM_NOTICE_IDLE = 0,   /* owner not told: the next remote free tells it */
+  TM_NOTICE_BUSY = 1,   /* a remote freer is telling the owner now */
+  TM_NOTICE_QUEUED = 2, /* on the owner's remote list */
+  TM_NOTICE_NEVER = 3,  /* nobody to tell: orphan or retired */
+};
 
 enum tm_segment_kind { TM_SEG_NORMAL = 1, TM_SEG_HUGE = 2 };
 
@@ -291,6 +306,7 @@ TM_INLINE uint64_t tm_span_index(const tm_span *s, const void *p) {
 void tm_span_init_small(tm_span *s, unsigned c, tm_heap *owner);
 bool tm_span_refresh(tm_span *s); /* recompute summary; true if a block is free */
 void tm_span_collect(tm_span *s); /* move thread_free blocks into the bitmap */
+void tm_span_collect_list(tm_span *s, tm_block *b);
 bool tm_span_free_block(tm_span *s, void *p, uint32_t idx); /* false: double free, reported */
 void tm_span_retire(tm_span *s);  /* give the slices back (global lock NOT held) */
 bool tm_span_block_index(tm_span *s, const void *p, uint32_t *idx);
@@ -315,6 +331,18 @@ TM_INLINE void *tm_span_pop(tm_span *s) {
   return p;
 }
 
+/* ---- the cross-thread handoff (remote.c) -------------------------------- */
+void tm_remote_free(tm_span *s, void *p);
+void tm_span_signal(tm_span *s);
+tm_block *tm_span_take_remote(tm_span *s);
+tm_block *tm_notice_take(tm_span *s, bool forced);
+unsigned tm_notice_close(tm_span *s, bool forced);
+void tm_notice_open(tm_span *s);
+void tm_notice_init(tm_span *s, bool owned);
+unsigned tm_notice_state(const tm_span *s);
+bool tm_span_has_remote(const tm_span *s);
+tm_span *tm_remote_list_take(struct tm_heap *h);
+
 /* ---- heaps (heap.c) ------------------------------------------------------ */
 void tm_init(void);
 void *tm_alloc_slow(tm_heap *h, unsigned c);
@@ -336,6 +364,7 @@ void tm_free_other(void *p, tm_span *s, const char *who);
 void tm_free_slow(void *p, const char *who);
 void tm_heap_collect_all(tm_heap *h);
 int tm_heap_check(tm_heap *h);
+size_t tm_stranded_spans(size_t *blocks_out); /* test hook */
 
 /* ---- huge blocks (huge.c) ------------------------------------------------ */
 void *tm_huge_alloc(size_t size, size_t align, bool zero);

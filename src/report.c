@@ -92,3 +92,17 @@ int tm_check_problem(const char *what, const void *where) {
   tm_write_str(2, line.buf);
   return 1;
 }
+
+void tm_assert_fail(const char *expr, const char *file, int line) {
+  char storage[256];
+  TM_LINE(l, storage);
+  tm_line_add(&l, "tidemalloc: internal assertion failed: ");
+  tm_line_add(&l, expr);
+  tm_line_add(&l, " (");
+  tm_line_add(&l, file);
+  tm_line_add(&l, ":");
+  tm_line_add_u64(&l, (uint64_t)line);
+  tm_line_add(&l, ")\n");
+  tm_write_str(2, l.buf);
+  abort();
+}

@@ -110,15 +110,11 @@ tm_span *tm_slices_alloc(unsigned n) {
   return tm_take_run(seg, 1, n);
 }
 
-static bool tm_segment_quiet(tm_segment *seg) {
-  for (unsigned i = 1; i < TM_SLICES; i++)
-    if (atomic_load_explicit(&seg->spans[i].notified, memory_order_acquire)) return false;
-  return true;
-}
-
 void tm_slices_free(tm_span *s) {
   tm_segment *seg = tm_segment_of_span(s);
   unsigned idx = (unsigned)(s - seg->spans);
+  TM_ASSERT(tm_span_kind(s) != TM_SPAN_SMALL ||
+            (tm_notice_state(s) == TM_NOTICE_NEVER && !tm_span_has_remote(s) && s->used == 0));
   atomic_store_explicit(&s->kind, TM_SPAN_FREE, memory_order_relaxed);
   s->queue = TM_Q_NONE;
   seg->free_slices |= tm_run_mask(idx, s->slice_count);
@@ -126,10 +122,9 @@ void tm_slices_free(tm_span *s) {
    * slice of a later span keeps pointing at a descriptor reused elsewhere */
   for (unsigned j = idx + 1; j < idx + s->slice_count; j++) seg->slice_map[j] = (uint8_t)j;
   if (!tm_seg_listed(seg)) tm_seg_list_add(seg);
-  /* An empty segment goes to the pager, unless a span descriptor in it still
-   * sits on some heap's remote list (it is then reused, or handed over by a
-   * later free). */
-  if (seg->free_slices == TM_DATA_SLICES_MASK && tm_segment_quiet(seg)) {
+  /* An empty segment goes to the pager. No descriptor in it is on a remote
+   * list: a span on one is never retired (src/remote.c). */
+  if (seg->free_slices == TM_DATA_SLICES_MASK) {
     tm_seg_list_remove(seg);
     tm_pager_segment_empty(seg);
   }

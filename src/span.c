@@ -48,10 +48,10 @@ void tm_span_init_small(tm_span *s, unsigned c, tm_heap *owner) {
   memset(s->bits, 0xff, (size_t)words * sizeof(uint64_t));
   if (cap % 64) s->bits[words - 1] = ((uint64_t)1 << (cap % 64)) - 1;
   s->summary = words == 64 ? ~(uint64_t)0 : (((uint64_t)1 << words) - 1);
-  atomic_store_explicit(&s->thread_free, NULL, memory_order_relaxed);
   s->queue = TM_Q_NONE;
   s->next = s->prev = NULL;
   tm_span_set_owner(s, owner, false);
+  tm_notice_init(s, owner != NULL);
   atomic_store_explicit(&s->kind, TM_SPAN_SMALL, memory_order_release);
 }
 
@@ -89,8 +89,11 @@ bool tm_span_free_block(tm_span *s, void *p, uint32_t idx) {
 }
 
 void tm_span_collect(tm_span *s) {
-  if (!atomic_load_explicit(&s->thread_free, memory_order_relaxed)) return;
-  tm_block *b = atomic_exchange_explicit(&s->thread_free, NULL, memory_order_acquire);
+  tm_span_collect_list(s, tm_span_take_remote(s));
+}
+
+/* Put blocks taken from thread_free into the bitmap. */
+void tm_span_collect_list(tm_span *s, tm_block *b) {
   while (b) {
     tm_block *next = b->next;
     uint32_t idx;
@@ -105,6 +108,10 @@ void tm_span_collect(tm_span *s) {
 }
 
 void tm_span_retire(tm_span *s) {
+  TM_ASSERT(s->used == 0);
+  unsigned was = tm_notice_close(s, false);
+  TM_ASSERT(was == TM_NOTICE_IDLE || was == TM_NOTICE_NEVER); /* never on a remote list */
+  (void)was;
   tm_span_set_owner(s, NULL, false);
   tm_lock(&tm_global_lock);
   TM_STAT_SUB(span_bytes, (size_t)s->slice_count << TM_SLICE_SHIFT);

@@ -1,0 +1,179 @@
+/* The cross-thread handoff: how a block freed by a thread that does not own
+ * its span reaches the span's owner, and how ownership changes without
+ * losing one (doc/design.md, "Cross-thread frees").
+ *
+ * A span's thread_free word holds the list of blocks other threads freed
+ * (linked through word 0 of the blocks; blocks are 16-byte aligned) and, in
+ * its two low bits, the notice state:
+ *
+ *   IDLE    the owner has not been told; the next remote free tells it
+ *   BUSY    a remote freer is telling the owner right now: the owner cannot
+ *           change, and the span cannot be retired, until it is done
+ *   QUEUED  the span is on its owner's remote list; frees just push
+ *   NEVER   there is no owner to tell (orphan, retired); frees just push
+ *
+ * Rules that make it safe:
+ *   - only a remote freer moves IDLE -> BUSY -> QUEUED, and it reads the
+ *     owner only after winning IDLE -> BUSY, so it tells the current owner;
+ *   - a span is on a remote list exactly while BUSY (after the push) or
+ *     QUEUED, so nothing on a list is ever retired (retiring needs used == 0
+ *     and IDLE or NEVER) and no list entry points into a released segment;
+ *   - every ownership change waits out BUSY (tm_notice_close) and goes
+ *     through NEVER; a new owner opens the span again (tm_notice_open). */
+#include "internal.h"
+
+#define TM_TF_STATE ((uintptr_t)3)
+
+TM_INLINE unsigned tm_tf_state(uintptr_t w) { return (unsigned)(w & TM_TF_STATE); }
+TM_INLINE tm_block *tm_tf_blocks(uintptr_t w) { return (tm_block *)(w & ~TM_TF_STATE); }
+
+unsigned tm_notice_state(const tm_span *s) {
+  return tm_tf_state(atomic_load_explicit(&((tm_span *)s)->thread_free, memory_order_acquire));
+}
+
+bool tm_span_has_remote(const tm_span *s) {
+  return tm_tf_blocks(atomic_load_explicit(&((tm_span *)s)->thread_free, memory_order_relaxed)) != NULL;
+}
+
+/* A BUSY window is a few instructions of another thread; it only lasts
+ * longer if that thread is preempted inside it. */
+static uintptr_t tm_wait_not_busy(tm_span *s) {
+  unsigned spins = 0;
+  uintptr_t w;
+  while (tm_tf_state(w = atomic_load_explicit(&s->thread_free, memory_order_acquire)) == TM_NOTICE_BUSY) {
+    if (++spins < 64) {
+      tm_cpu_relax();
+    } else {
+      sched_yield();
+      spins = 0;
+    }
+  }
+  return w;
+}
+
+/* Push s on its owner's remote list; false if it has none (only after a
+ * double free raced a retire). The caller won IDLE -> BUSY. */
+static bool tm_notify_owner(tm_span *s) {
+  tm_heap *h = tm_span_owner(s);
+  if (TM_UNLIKELY(!h)) return false;
+  tm_span *head = atomic_load_explicit(&h->remote_spans, memory_order_relaxed);
+  do {
+    s->remote_next = head;
+  } while (!atomic_compare_exchange_weak_explicit(&h->remote_spans, &head, s, memory_order_release,
+                                                  memory_order_relaxed));
+  return true;
+}
+
+/* Push p (or nothing, for NULL) on s->thread_free; BUSY becomes QUEUED, or
+ * NEVER when there was no owner to tell. The last touch of s. */
+static void tm_push_block(tm_span *s, tm_block *b, bool was_notifier, bool told) {
+  uintptr_t old = atomic_load_explicit(&s->thread_free, memory_order_relaxed);
+  for (;;) {
+    unsigned st = tm_tf_state(old);
+    /* (a fork child may have forced BUSY away: then keep what it set) */
+    if (was_notifier && st == TM_NOTICE_BUSY) st = told ? TM_NOTICE_QUEUED : TM_NOTICE_NEVER;
+    uintptr_t head = (uintptr_t)tm_tf_blocks(old);
+    uintptr_t nw = (b ? (uintptr_t)b : head) | st;
+    if (b) b->next = (tm_block *)head;
+    if (atomic_compare_exchange_weak_explicit(&s->thread_free, &old, nw, memory_order_acq_rel,
+                                              memory_order_relaxed))
+      return;
+  }
+}
+
+/* Either win IDLE -> BUSY (returns true: the caller tells the owner), or
+ * find the owner told already / nobody to tell (returns false). */
+static bool tm_claim_notice(tm_span *s) {
+  uintptr_t old = atomic_load_explicit(&s->thread_free, memory_order_relaxed);
+  while (tm_tf_state(old) == TM_NOTICE_IDLE) {
+    if (atomic_compare_exchange_weak_explicit(&s->thread_free, &old, old | TM_NOTICE_BUSY,
+                                              memory_order_acquire, memory_order_relaxed))
+      return true;
+  }
+  return false;
+}
+
+/* A thread that does not own s frees p. Once p is on thread_free this
+ * thread never touches s again: the owner may collect it and retire s. */
+void tm_remote_free(tm_span *s, void *p) {
+  if (tm_claim_notice(s)) {
+    bool told = tm_notify_owner(s);
+    tm_push_block(s, p, true, told);
+  } else {
+    tm_push_block(s, p, false, false);
+  }
+}
+
+/* Make sure whoever holds s looks at it soon (the pager, after giving pages
+ * back): the same notice as a remote free, without a block. */
+void tm_span_signal(tm_span *s) {
+  if (!tm_claim_notice(s)) return;
+  bool told = tm_notify_owner(s);
+  tm_push_block(s, NULL, true, told);
+}
+
+/* Take every block on thread_free; the notice state stays. */
+tm_block *tm_span_take_remote(tm_span *s) {
+  uintptr_t old = atomic_load_explicit(&s->thread_free, memory_order_relaxed);
+  while (tm_tf_blocks(old)) {
+    if (atomic_compare_exchange_weak_explicit(&s->thread_free, &old, old & TM_TF_STATE, memory_order_acquire,
+                                              memory_order_relaxed))
+      return tm_tf_blocks(old);
+  }
+  return NULL;
+}
+
+/* The owner took s off its remote list: QUEUED -> IDLE (after waiting out
+ * a notifier still finishing), and every block with it. From here the next
+ * remote free tells the owner again. In a fork child a notifier may have
+ * vanished inside BUSY: `forced` treats BUSY as done. */
+tm_block *tm_notice_take(tm_span *s, bool forced) {
+  uintptr_t old = forced ? atomic_load_explicit(&s->thread_free, memory_order_acquire) : tm_wait_not_busy(s);
+  for (;;) {
+    unsigned st = tm_tf_state(old);
+    unsigned nst = st == TM_NOTICE_NEVER ? TM_NOTICE_NEVER : TM_NOTICE_IDLE;
+    TM_ASSERT(forced || st == TM_NOTICE_QUEUED || st == TM_NOTICE_NEVER);
+    if (atomic_compare_exchange_weak_explicit(&s->thread_free, &old, nst, memory_order_acq_rel,
+                                              memory_order_acquire))
+      return tm_tf_blocks(old);
+    if (!forced && tm_tf_state(old) == TM_NOTICE_BUSY) old = tm_wait_not_busy(s);
+  }
+}
+
+/* Before s changes hands (abandon, retire): nobody may be told about it any
+ * more. Waits out a notifier inside BUSY (unless `forced`, in a fork child).
+ * Returns the state it had; QUEUED means s is still on the old owner's
+ * remote list, which the caller drains. */
+unsigned tm_notice_close(tm_span *s, bool forced) {
+  uintptr_t old = forced ? atomic_load_explicit(&s->thread_free, memory_order_acquire) : tm_wait_not_busy(s);
+  for (;;) {
+    uintptr_t nw = (old & ~TM_TF_STATE) | TM_NOTICE_NEVER;
+    if (atomic_compare_exchange_weak_explicit(&s->thread_free, &old, nw, memory_order_acq_rel,
+                                              memory_order_acquire))
+      return tm_tf_state(old);
+    if (!forced && tm_tf_state(old) == TM_NOTICE_BUSY) old = tm_wait_not_busy(s);
+  }
+}
+
+/* A new owner is in s->heap: NEVER -> IDLE, so remote frees tell it. */
+void tm_notice_open(tm_span *s) {
+  uintptr_t old = atomic_load_explicit(&s->thread_free, memory_order_relaxed);
+  TM_ASSERT(tm_span_owner(s) != NULL);
+  for (;;) {
+    TM_ASSERT(tm_tf_state(old) == TM_NOTICE_NEVER);
+    if (atomic_compare_exchange_weak_explicit(&s->thread_free, &old, old & ~TM_TF_STATE, memory_order_release,
+                                              memory_order_relaxed))
+      return;
+  }
+}
+
+/* A fresh span (no block, no owner told): IDLE. */
+void tm_notice_init(tm_span *s, bool owned) {
+  atomic_store_explicit(&s->thread_free, owned ? TM_NOTICE_IDLE : TM_NOTICE_NEVER, memory_order_release);
+}
+
+/* Take the whole remote list of h (acquire: the notifiers' links). */
+tm_span *tm_remote_list_take(tm_heap *h) {
+  if (!atomic_load_explicit(&h->remote_spans, memory_order_relaxed)) return NULL;
+  return atomic_exchange_explicit(&h->remote_spans, NULL, memory_order_acquire);
+}
