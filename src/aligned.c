@@ -10,12 +10,6 @@
 
 static bool tm_is_pow2(size_t x) { return x && !(x & (x - 1)); }
 
-static void *tm_alloc_in_class(unsigned c) {
-  tm_heap *h = tm_heap_tls;
-  void *p = tm_span_pop(h->cur[c]);
-  return p ? p : tm_alloc_slow(h, c);
-}
-
 /* align: a power of two. */
 void *tm_malloc_aligned(size_t size, size_t align) {
   if (align <= TM_ALIGN) return tm_malloc(size);
@@ -25,7 +19,7 @@ void *tm_malloc_aligned(size_t size, size_t align) {
   }
   if (size <= TM_SMALL_MAX && align <= TM_SMALL_MAX) {
     for (unsigned c = tm_size_class(size < align ? align : size); c < TM_NUM_CLASSES; c++)
-      if ((tm_class_size(c) & (align - 1)) == 0) return tm_alloc_in_class(c);
+      if ((tm_class_size(c) & (align - 1)) == 0) return tm_malloc_in_class(c);
   }
   tm_init();
   if (size <= tm_huge_threshold()) {

@@ -1,9 +1,11 @@
 /* The public allocation entry points and their fast paths.
  *
- * malloc: size class -> the heap's current span for it -> first free bit.
+ * malloc: size class -> pop the thread's cache of that class; on a miss the
+ *         slow path refills the cache from a span (heap.c).
  * free:   registry byte -> segment header -> span descriptor; the owner
- *         sets the block's bit, anyone else pushes it on the span's
- *         thread_free list. No lock, no system call, no shared cache line
+ *         pushes the block on its cache (the slow path moves the overflow
+ *         into the bitmap); anyone else pushes it on the span's thread_free
+ *         list (remote.c). No lock, no system call, no shared cache line
  *         written on either fast path. */
 #include "internal.h"
 
@@ -29,41 +31,33 @@ static TM_NOINLINE void *tm_malloc_big(size_t size, bool zero) {
   return tm_huge_alloc(size, TM_ALIGN, zero); /* fresh mappings are zero */
 }
 
-TM_INLINE void *tm_malloc_inline(size_t size) {
-  if (TM_LIKELY(size <= TM_SMALL_MAX)) {
-    tm_heap *h = tm_heap_tls;
-    unsigned c = tm_size_class(size);
-    tm_cache *k = &h->cache[c];
-    void **top = k->head;
-    if (TM_LIKELY(top != NULL)) {
-      k->head = top[0];
-      k->n--;
-      top[1] = NULL; /* no longer marked free (see tm_free_key) */
-      return top;
-    }
-    void *p = tm_span_pop(h->cur[c]);
-    if (TM_LIKELY(p != NULL)) {
+/* A block of class c: the cache's top, else the slow path. */
+TM_INLINE void *tm_malloc_class(unsigned c) {
+  tm_heap *h = tm_heap_tls;
+  tm_cache *k = &h->cache[c];
+  void **top = k->head;
+  if (TM_LIKELY(top != NULL)) {
+    k->head = top[0];
+    k->n--;
+    top[1] = NULL; /* no longer marked free (see tm_free_key) */
 #if TIDE_DEBUG
-      memset(p, 0xa5, h->cur[c]->block_size);
+    memset(top, 0xa5, tm_class_size(c));
 #endif
-      return p;
-    }
-    return tm_alloc_slow(h, c);
+    return top;
   }
+  return tm_alloc_slow(h, c);
+}
+
+TM_INLINE void *tm_malloc_inline(size_t size) {
+  if (TM_LIKELY(size <= TM_SMALL_MAX)) return tm_malloc_class(tm_size_class(size));
   return tm_malloc_big(size, false);
 }
+
+void *tm_malloc_in_class(unsigned c) { return tm_malloc_class(c); }
 
 void *tm_malloc(size_t size) { return tm_malloc_inline(size); }
 
 TM_API void *malloc(size_t size) { return tm_malloc_inline(size); }
-
-static TM_NOINLINE void tm_free_local_bad(void *p, tm_span *s) {
-  uint32_t idx;
-  if (tm_span_block_index(s, p, &idx) && (tm_span_bits(s)[idx >> 6] & ((uint64_t)1 << (idx & 63))))
-    tm_report_invalid("free", p, "double free");
-  else
-    tm_report_invalid("free", p, "invalid pointer");
-}
 
 /* Every unusual case leaves through a tail call, so the fast path needs no
  * stack frame. */

@@ -177,15 +177,19 @@ typedef struct tm_cache {
   uint32_t cap; /* its capacity (0 on static heaps) */
 } tm_cache;
 
+/* The fast paths touch only cache[]. Everything below it changes only under
+ * `lock`: the owner takes it on every slow path, the pager only tries it. */
 typedef struct tm_heap {
-  tm_cache cache[TM_NUM_CLASSES];
-  tm_span *cur[TM_NUM_CLASSES]; /* fast path: never NULL (&tm_empty_span) */
+  tm_cache cache[TM_NUM_CLASSES]; /* owner thread only, no lock */
+  tm_span *cur[TM_NUM_CLASSES];   /* refills take blocks from here; never NULL */
   tm_queue partial[TM_NUM_CLASSES];
   tm_queue full;
   tm_span *_Atomic remote_spans; /* spans that received cross-thread frees */
-  volatile uint32_t in_slow;     /* inside a slow path (seen by a fork child) */
+  tm_lock_t lock;                /* the slow-path lock; held = inside a slow path */
   uint32_t state;
-  uint32_t slow_count; /* debug: periodic consistency checks */
+  _Atomic uint32_t slow_count;    /* slow paths taken: the pager's sign of activity */
+  _Atomic uint32_t flush_request; /* the pager wants the caches back */
+  uint32_t check_count;           /* debug: periodic consistency checks */
   struct tm_heap *next_all;  /* list of every heap ever made (never freed) */
   struct tm_heap *next_pool; /* pool of heaps of exited threads */
 } tm_heap;
@@ -303,7 +307,7 @@ TM_INLINE uint64_t tm_span_index(const tm_span *s, const void *p) {
   return (x >> k) | (x << ((64 - k) & 63));
 }
 
-void tm_span_init_small(tm_span *s, unsigned c, tm_heap *owner);
+void tm_span_init_small(tm_span *s, unsigned c, struct tm_heap *owner);
 bool tm_span_refresh(tm_span *s); /* recompute summary; true if a block is free */
 void tm_span_collect(tm_span *s); /* move thread_free blocks into the bitmap */
 void tm_span_collect_list(tm_span *s, tm_block *b);
@@ -314,20 +318,14 @@ size_t tm_span_live_pages(tm_span *s, uint64_t *page_bits, size_t nwords);
 int tm_span_check(tm_span *s, tm_heap *expected_owner);
 void tm_span_resync(tm_span *s); /* after fork: recount used, rebuild summary */
 
+/* Take up to n free blocks, lowest address first, into out[]; returns how
+ * many. Writes no block memory (the caller clears the free key of a block
+ * it hands out). Slow paths only (h->lock, or the global lock). */
+unsigned tm_span_pop_batch(tm_span *s, void **out, unsigned n);
 TM_INLINE void *tm_span_pop(tm_span *s) {
-  uint64_t sum = s->summary;
-  if (TM_UNLIKELY(!sum)) return NULL;
-  unsigned wi = (unsigned)__builtin_ctzll(sum);
-  uint64_t *bits = tm_span_bits(s);
-  uint64_t w = bits[wi];
-  if (TM_UNLIKELY(!w)) return NULL;
-  unsigned b = (unsigned)__builtin_ctzll(w);
-  w &= w - 1;
-  bits[wi] = w;
-  if (!w) s->summary = sum & (sum - 1);
-  s->used++;
-  uint8_t *p = s->start + (size_t)(wi * 64u + b) * s->block_size;
-  ((uint64_t *)p)[1] = 0; /* no longer marked free (see tm_free_key) */
+  void *p;
+  if (!tm_span_pop_batch(s, &p, 1)) return NULL;
+  ((uint64_t *)p)[1] = 0;
   return p;
 }
 
@@ -343,12 +341,22 @@ unsigned tm_notice_state(const tm_span *s);
 bool tm_span_has_remote(const tm_span *s);
 tm_span *tm_remote_list_take(struct tm_heap *h);
 
-/* ---- heaps (heap.c) ------------------------------------------------------ */
+/* ---- heaps (heap.c) and their threads (thread.c) ------------------------- */
+extern tm_heap *_Atomic tm_all_heaps;
 void tm_init(void);
+tm_heap *tm_heap_create(void);
+tm_heap *tm_heap_new_for_thread(void);
+void tm_heap_lock(tm_heap *h);
+void tm_heap_unlock(tm_heap *h);
+void tm_heap_each_span(tm_heap *h, void (*fn)(tm_span *s, void *arg), void *arg);
+void tm_heap_drain_remote(tm_heap *h, bool forced);
+void tm_heap_flush_caches(tm_heap *h);
+bool tm_heap_is_shared(const tm_heap *h);
+void tm_heap_shared_after_fork(void);
 void *tm_alloc_slow(tm_heap *h, unsigned c);
-void tm_free_local_event(tm_heap *h, tm_span *s);
 void tm_free_cache_full(tm_heap *h, void *p);
 void tm_free_suspect(tm_heap *h, tm_span *s, void *p);
+void tm_free_local_bad(void *p, tm_span *s);
 bool tm_block_is_free(tm_heap *h, tm_span *s, void *p);
 
 /* The owner's free writes this into word 1 of the block (as glibc's tcache
@@ -359,11 +367,11 @@ bool tm_block_is_free(tm_heap *h, tm_span *s, void *p);
 TM_INLINE uint64_t tm_free_key(const tm_heap *h) {
   return (uint64_t)(uintptr_t)h; /* an address of our metadata: no program stores it */
 }
-void tm_cache_flush(tm_heap *h, unsigned c, unsigned keep);
 void tm_free_other(void *p, tm_span *s, const char *who);
 void tm_free_slow(void *p, const char *who);
 void tm_heap_collect_all(tm_heap *h);
 int tm_heap_check(tm_heap *h);
+int tm_heap_check_locked(tm_heap *h);
 size_t tm_stranded_spans(size_t *blocks_out); /* test hook */
 
 /* ---- huge blocks (huge.c) ------------------------------------------------ */
@@ -373,6 +381,7 @@ void *tm_huge_realloc(tm_segment *seg, tm_span *s, void *p, size_t newsize);
 
 /* ---- generic allocation (alloc.c, aligned.c) ----------------------------- */
 void *tm_malloc(size_t size);
+void *tm_malloc_in_class(unsigned c);
 void *tm_malloc_aligned(size_t size, size_t align);
 void tm_free(void *p);
 size_t tm_usable_size(const void *p);

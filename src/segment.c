@@ -22,6 +22,7 @@ static size_t tm_meta_left;
 
 /* ---- metadata arena --------------------------------------------------- */
 void *tm_meta_alloc(size_t size) {
+  TM_ASSERT(tm_lock_is_held(&tm_global_lock));
   size = (size + 63) & ~(size_t)63;
   if (size > tm_meta_left) {
     size_t chunk = size > TM_SLICE_SIZE ? size : TM_SLICE_SIZE;
@@ -97,6 +98,7 @@ static tm_span *tm_take_run(tm_segment *seg, unsigned idx, unsigned n) {
 }
 
 tm_span *tm_slices_alloc(unsigned n) {
+  TM_ASSERT(tm_lock_is_held(&tm_global_lock));
   for (int attempt = 0; attempt < 2; attempt++) {
     for (tm_segment *seg = tm_free_segs; seg; seg = seg->next) {
       int idx = tm_find_run(seg->free_slices, n);
@@ -111,6 +113,7 @@ tm_span *tm_slices_alloc(unsigned n) {
 }
 
 void tm_slices_free(tm_span *s) {
+  TM_ASSERT(tm_lock_is_held(&tm_global_lock));
   tm_segment *seg = tm_segment_of_span(s);
   unsigned idx = (unsigned)(s - seg->spans);
   TM_ASSERT(tm_span_kind(s) != TM_SPAN_SMALL ||
@@ -132,6 +135,7 @@ void tm_slices_free(tm_span *s) {
 
 /* ---- orphans: spans whose owner thread exited --------------------------- */
 void tm_orphan_push(tm_span *s) {
+  TM_ASSERT(tm_lock_is_held(&tm_global_lock));
   s->queue = TM_Q_ORPHAN;
   s->prev = NULL;
   s->next = tm_orphans[s->size_class];
@@ -140,6 +144,7 @@ void tm_orphan_push(tm_span *s) {
 }
 
 tm_span *tm_orphan_take(unsigned c) {
+  TM_ASSERT(tm_lock_is_held(&tm_global_lock));
   tm_span *s = tm_orphans[c];
   if (!s) return NULL;
   tm_orphans[c] = s->next;
@@ -152,6 +157,7 @@ tm_span *tm_orphan_take(unsigned c) {
 /* Collect cross-thread frees into orphaned spans and retire the empty ones.
  * Returns the number of bytes of spans retired. */
 size_t tm_orphans_sweep(void) {
+  TM_ASSERT(tm_lock_is_held(&tm_global_lock));
   size_t freed = 0;
   for (unsigned c = 0; c < TM_NUM_CLASSES; c++) {
     tm_span **link = &tm_orphans[c];

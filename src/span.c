@@ -55,6 +55,26 @@ void tm_span_init_small(tm_span *s, unsigned c, tm_heap *owner) {
   atomic_store_explicit(&s->kind, TM_SPAN_SMALL, memory_order_release);
 }
 
+unsigned tm_span_pop_batch(tm_span *s, void **out, unsigned n) {
+  uint64_t sum = s->summary;
+  uint64_t *bits = tm_span_bits(s);
+  unsigned got = 0;
+  while (got < n && sum) {
+    unsigned wi = (unsigned)__builtin_ctzll(sum);
+    uint64_t w = bits[wi];
+    while (got < n && w) {
+      unsigned b = (unsigned)__builtin_ctzll(w);
+      w &= w - 1;
+      out[got++] = s->start + (size_t)(wi * 64u + b) * s->block_size;
+    }
+    bits[wi] = w;
+    if (!w) sum &= sum - 1; /* (also drops a summary bit that was only a hint) */
+  }
+  s->summary = sum;
+  s->used = (uint16_t)(s->used + got);
+  return got;
+}
+
 bool tm_span_refresh(tm_span *s) {
   uint64_t sum = 0;
   unsigned words = tm_span_words(s);
@@ -142,9 +162,9 @@ size_t tm_span_live_pages(tm_span *s, uint64_t *page_bits, size_t nwords) {
   return count;
 }
 
-/* A fork can snapshot a span between the steps of tm_span_pop (bit taken,
- * used not yet counted). The block can never reach anyone in the child, so
- * the bitmap is the truth: recount from it. */
+/* After fork, for the spans of heaps abandoned in the child: the bitmap is
+ * the truth (a block cut out of a cache list in the fork can never reach
+ * anyone in the child): recount from it. */
 void tm_span_resync(tm_span *s) {
   uint32_t free_blocks = 0;
   unsigned words = tm_span_words(s);

@@ -1,0 +1,242 @@
+/* The life of thread heaps: made for a thread on its first allocation,
+ * abandoned when it exits (its spans become orphans), pooled for the next
+ * thread; repaired in a fork child; and the library's initialization. */
+#include "internal.h"
+
+#include <errno.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define TM_EMPTY_CUR {[0 ... TM_NUM_CLASSES - 1] = &tm_empty_span}
+
+tm_heap tm_heap_empty = {.cur = TM_EMPTY_CUR, .state = TM_HEAP_UNINIT};
+static tm_heap tm_heap_exiting = {.cur = TM_EMPTY_CUR, .state = TM_HEAP_EXITING};
+
+__thread tm_heap *tm_heap_tls __attribute__((tls_model("initial-exec"))) = &tm_heap_empty;
+
+tm_heap *_Atomic tm_all_heaps;
+static tm_heap *tm_heap_pool; /* global lock */
+static pthread_key_t tm_thread_key;
+static atomic_int tm_late_state; /* 0 not done, 1 in progress, 2 done */
+
+static void tm_thread_done(void *value);
+static void tm_fork_child(void);
+
+static bool tm_is_main_thread(void) {
+  return syscall(SYS_gettid) == getpid();
+}
+
+/* Things that need libc up and running: the thread-exit key and the fork
+ * handler. Done from the constructor, or by the first other thread. */
+static void tm_late_init(void) {
+  int expect = 0;
+  if (atomic_compare_exchange_strong(&tm_late_state, &expect, 1)) {
+    tm_options_load();
+    pthread_key_create(&tm_thread_key, tm_thread_done);
+    pthread_atfork(NULL, NULL, tm_fork_child);
+    atomic_store(&tm_late_state, 2);
+    return;
+  }
+  while (atomic_load(&tm_late_state) != 2) sched_yield();
+}
+
+static uint32_t tm_cache_cap(unsigned c) {
+  size_t bsize = tm_class_size(c);
+  return bsize <= 8192 ? TM_CACHE_MAX : 16;
+}
+
+static void tm_heap_reset(tm_heap *h) {
+  for (unsigned c = 0; c < TM_NUM_CLASSES; c++) {
+    h->cache[c].head = NULL;
+    h->cache[c].n = 0;
+    h->cache[c].cap = tm_cache_cap(c);
+    h->cur[c] = &tm_empty_span;
+    h->partial[c].first = h->partial[c].last = NULL;
+  }
+  h->full.first = h->full.last = NULL;
+}
+
+/* A new heap from the metadata arena, on the list of all heaps (which the
+ * pager and a fork child walk). Not yet ACTIVE. */
+tm_heap *tm_heap_create(void) {
+  tm_lock(&tm_global_lock);
+  tm_heap *h = tm_meta_alloc(sizeof(tm_heap));
+  tm_unlock(&tm_global_lock);
+  if (!h) return NULL;
+  tm_heap_reset(h);
+  tm_heap *head = atomic_load(&tm_all_heaps);
+  do {
+    h->next_all = head;
+  } while (!atomic_compare_exchange_weak(&tm_all_heaps, &head, h));
+  TM_STAT_ADD(heap_count, 1);
+  return h;
+}
+
+tm_heap *tm_heap_new_for_thread(void) {
+  tm_init();
+  tm_lock(&tm_global_lock);
+  tm_heap *h = tm_heap_pool;
+  if (h) tm_heap_pool = h->next_pool;
+  tm_unlock(&tm_global_lock);
+  if (!h) h = tm_heap_create();
+  if (!h) return NULL;
+  h->state = TM_HEAP_ACTIVE;
+  tm_heap_tls = h;
+  if (atomic_load(&tm_late_state) != 2 && !tm_is_main_thread()) tm_late_init();
+  if (atomic_load(&tm_late_state) == 2) pthread_setspecific(tm_thread_key, h);
+  return h;
+}
+
+static void tm_span_close_cb(tm_span *s, void *forced) { tm_notice_close(s, forced != NULL); }
+
+/* Hand every span of h on: empty ones are retired, the rest become orphans
+ * that any thread can adopt, and remote frees into them keep working. First
+ * no span may tell h anything any more (NEVER), then what was told is
+ * drained, so that h's remote list stays empty while it is pooled. */
+static void tm_heap_abandon(tm_heap *h, bool after_fork) {
+  tm_heap_lock(h);
+  tm_heap_flush_caches(h);
+  tm_heap_each_span(h, tm_span_close_cb, after_fork ? (void *)h : NULL);
+  tm_heap_drain_remote(h, after_fork);
+  tm_lock(&tm_global_lock);
+  for (unsigned c = 0; c <= TM_NUM_CLASSES; c++) {
+    tm_span *s;
+    if (c < TM_NUM_CLASSES) {
+      s = h->cur[c] != &tm_empty_span ? h->cur[c] : NULL;
+      if (s) s->next = h->partial[c].first;
+      else s = h->partial[c].first;
+    } else {
+      s = h->full.first;
+    }
+    while (s) {
+      tm_span *next = s->next;
+      tm_span_set_owner(s, NULL, false);
+      tm_span_collect(s);
+      if (after_fork) tm_span_resync(s);
+      if (s->used == 0) {
+        TM_STAT_SUB(span_bytes, (size_t)s->slice_count << TM_SLICE_SHIFT);
+        tm_slices_free(s);
+      } else {
+        tm_orphan_push(s);
+      }
+      s = next;
+    }
+  }
+  TM_ASSERT(atomic_load(&h->remote_spans) == NULL);
+  tm_heap_reset(h);
+  tm_orphans_sweep();
+  h->state = TM_HEAP_POOLED;
+  h->next_pool = tm_heap_pool;
+  tm_heap_pool = h;
+  tm_unlock(&tm_global_lock);
+  tm_heap_unlock(h);
+}
+
+static void tm_thread_done(void *value) {
+  (void)value;
+  tm_heap *h = tm_heap_tls;
+  if (h->state != TM_HEAP_ACTIVE || tm_heap_is_shared(h)) return;
+  tm_heap_abandon(h, false);
+  tm_heap_tls = &tm_heap_exiting;
+}
+
+/* ---- fork ------------------------------------------------------------------ */
+/* fork child: a span left BUSY by a vanished notifier is on no list now */
+static void tm_span_reopen_cb(tm_span *s, void *arg) {
+  (void)arg;
+  tm_span_collect_list(s, tm_notice_take(s, true));
+}
+
+/* No lock is held across fork (holding ours while libc takes its stdio
+ * locks is how allocators deadlock there). Instead the child, which has only
+ * the forking thread, repairs: structures whose lock was held are dropped,
+ * heaps of vanished threads are abandoned (or, if their lock was held, left
+ * alone), and the forking thread gets a fresh heap if its own lock was held
+ * (fork from a signal handler that interrupted a slow path, or the pager
+ * working on it). */
+static void tm_fork_child(void) {
+  if (atomic_load(&tm_late_state) == 1) atomic_store(&tm_late_state, 2);
+  if (tm_lock_is_held(&tm_global_lock)) tm_global_reset_after_fork();
+  tm_heap_shared_after_fork();
+  tm_heap *me = tm_heap_tls;
+  if (me->state == TM_HEAP_ACTIVE && tm_lock_is_held(&me->lock)) {
+    me->state = TM_HEAP_DEAD;
+    tm_heap_tls = &tm_heap_empty;
+  } else if (me->state == TM_HEAP_ACTIVE) {
+    /* A notifier that vanished in the fork may have left a span of ours
+     * BUSY, on our remote list or not: drain the list without waiting,
+     * then reopen every span that is still BUSY. */
+    tm_heap_lock(me);
+    tm_heap_drain_remote(me, true);
+    tm_heap_each_span(me, tm_span_reopen_cb, NULL);
+    tm_heap_unlock(me);
+  }
+  for (tm_heap *h = atomic_load(&tm_all_heaps); h; h = h->next_all) {
+    if (h == tm_heap_tls || h->state != TM_HEAP_ACTIVE || tm_heap_is_shared(h)) continue;
+    if (tm_lock_is_held(&h->lock))
+      h->state = TM_HEAP_DEAD;
+    else
+      tm_heap_abandon(h, true);
+  }
+}
+
+/* ---- initialization -------------------------------------------------------- */
+static atomic_int tm_init_state;
+
+void tm_init(void) {
+  if (TM_LIKELY(atomic_load_explicit(&tm_init_state, memory_order_acquire) == 2)) return;
+  int expect = 0;
+  if (atomic_compare_exchange_strong(&tm_init_state, &expect, 1)) {
+    tm_options_load(); /* no-op if libc has not set up environ yet */
+    atomic_store_explicit(&tm_init_state, 2, memory_order_release);
+    return;
+  }
+  while (atomic_load_explicit(&tm_init_state, memory_order_acquire) != 2) sched_yield();
+}
+
+__attribute__((constructor)) static void tm_constructor(void) {
+  tm_init();
+  tm_late_init();
+  if (tm_heap_tls->state == TM_HEAP_ACTIVE) pthread_setspecific(tm_thread_key, tm_heap_tls);
+}
+
+__attribute__((destructor)) static void tm_destructor(void) {
+  if (tm_opt.show_stats) malloc_stats();
+}
+
+/* ---- test hook ------------------------------------------------------------- */
+static bool tm_on_remote_list(tm_heap *h, tm_span *s) {
+  for (tm_span *r = atomic_load(&h->remote_spans); r; r = r->remote_next)
+    if (r == s) return true;
+  return false;
+}
+
+typedef struct {
+  tm_heap *h;
+  size_t spans, blocks;
+} tm_stranded_walk;
+
+static void tm_stranded_cb(tm_span *s, void *arg) {
+  tm_stranded_walk *w = arg;
+  tm_block *b = (tm_block *)(atomic_load(&s->thread_free) & ~(uintptr_t)3);
+  if (!b || tm_on_remote_list(w->h, s)) return;
+  w->spans++;
+  for (; b; b = b->next) w->blocks++;
+}
+
+/* Spans owned by live heaps that hold cross-thread frees their owner will
+ * never hear of: not on its remote list. Only meaningful while no thread
+ * allocates or frees (tests pause their threads first). */
+size_t tm_stranded_spans(size_t *blocks_out) {
+  tm_stranded_walk w = {0};
+  for (tm_heap *h = atomic_load(&tm_all_heaps); h; h = h->next_all) {
+    if (h->state != TM_HEAP_ACTIVE) continue;
+    w.h = h;
+    tm_heap_each_span(h, tm_stranded_cb, &w);
+  }
+  if (blocks_out) *blocks_out = w.blocks;
+  return w.spans;
+}
