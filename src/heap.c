@@ -67,7 +67,12 @@ void tm_heap_lock(tm_heap *h) {
                         memory_order_relaxed);
 }
 
-void tm_heap_unlock(tm_heap *h) { tm_unlock(&h->lock); }
+/* Unlock, then tell the pager if a slow path freed slices (never with the
+ * lock held: without a pager thread, tm_pager_freed releases at once). */
+void tm_heap_unlock(tm_heap *h) {
+  tm_unlock(&h->lock);
+  tm_pager_freed();
+}
 
 /* ---- retiring spans ------------------------------------------------------- */
 /* After frees landed in s: a full span becomes available again; an empty
@@ -249,7 +254,7 @@ static tm_span *tm_heap_new_span(tm_heap *h, unsigned c) {
    * only touched pages count. */
   unsigned n = tm_class_size(c) <= 8192 ? 1 : 4;
   tm_lock(&tm_global_lock);
-  tm_span *s = tm_slices_alloc(n);
+  tm_span *s = tm_slices_alloc(n, tm_class_needs_bitmap(c, n));
   tm_unlock(&tm_global_lock);
   if (!s) return NULL;
   tm_span_init_small(s, c, h);

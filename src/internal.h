@@ -134,20 +134,29 @@ enum tm_notice {
 enum tm_segment_kind { TM_SEG_NORMAL = 1, TM_SEG_HUGE = 2 };
 
 typedef struct tm_segment {
-  /* slice -> index of the span descriptor covering it; 0 (the header slice,
-   * whose descriptor is always TM_SPAN_NONE) marks an unused slice. */
+  /* slice -> index of the span descriptor covering it; a free slice maps to
+   * itself (descriptor FREE or NONE); slice 0 is the header. */
   uint8_t slice_map[TM_SLICES];
   uint32_t kind;
-  uint32_t fork_gen;         /* generation of the segment list it was listed in */
-  uint32_t listed;           /* on the list of segments with free slices */
-  uint64_t free_slices;      /* 1 = free (global lock) */
+  uint32_t fork_gen;         /* generation of the list it was put on */
+  uint32_t all_gen;          /* generation of the list of all segments */
+  uint8_t list;              /* which list (segment.c) */
+  uint8_t busy_header;       /* its header pages are being purged */
+  uint8_t header_clean;      /* header pages beyond the first purged, untouched since */
+  uint8_t node;              /* NUMA node its pages are bound to */
+  /* slice masks, bit i = slice i (global lock; see segment.c) */
+  uint64_t free_slices;      /* free and available */
+  uint64_t dirty_slices;     /* free, pages maybe resident */
+  uint64_t purging_slices;   /* taken out by a release in flight */
+  uint64_t bitmap_slots;     /* bitmaps[] in use */
   size_t map_size;           /* bytes mapped at this address */
-  struct tm_segment *next;   /* list of normal segments (global lock) */
-  struct tm_segment *prev;
+  struct tm_segment *next, *prev;         /* its list */
+  struct tm_segment *all_next, *all_prev; /* every normal segment */
+  uint32_t slice_freed_ms[TM_SLICES];     /* when each free slice was freed */
   /* Descriptors are two cache lines; the first is all a free reads, and
    * the hot lines of all 64 spans share two pages. */
   tm_span spans[TM_SLICES] __attribute__((aligned(64)));
-  uint64_t bitmaps[TM_SLICES][TM_BITMAP_WORDS]; /* bitmaps of spans over 192 blocks */
+  uint64_t bitmaps[TM_SLICES][TM_BITMAP_WORDS]; /* bitmaps of spans over 192 blocks, packed from 0 */
 } tm_segment;
 
 _Static_assert(sizeof(tm_segment) <= TM_SLICE_SIZE, "segment header must fit in slice 0");
@@ -249,8 +258,6 @@ size_t tm_class_size(unsigned c);
 void *tm_os_map(size_t size);
 void *tm_os_map_aligned(size_t size, size_t align);
 void tm_os_unmap(void *p, size_t size);
-size_t tm_os_purge(void *p, size_t size); /* returns bytes given back */
-const char *tm_os_purge_mode(void);
 
 TM_INLINE unsigned tm_registry_get(uintptr_t a) {
   return atomic_load_explicit(&tm_registry[(a >> TM_SEG_SHIFT) & ((1u << TM_REGISTRY_BITS) - 1)],
@@ -260,15 +267,25 @@ void tm_registry_set(uintptr_t region_base, unsigned value);
 /* header of the segment holding the block p starts, or NULL if not ours */
 tm_segment *tm_segment_of(const void *p);
 
-/* ---- segments, slices, orphans (segment.c) ------------------------------ */
+/* ---- segments, slices, orphans (segment.c), large blocks (large.c) ------ */
 extern tm_lock_t tm_global_lock;
-tm_span *tm_slices_alloc(unsigned nslices); /* global lock held */
-void tm_slices_free(tm_span *s);            /* global lock held */
+tm_span *tm_slices_alloc(unsigned nslices, bool bitmap); /* global lock held (may drop it) */
+void tm_slices_free(tm_span *s);                          /* global lock held */
+bool tm_slices_extend(tm_span *s, unsigned need);         /* global lock held */
+void tm_slices_trim(tm_span *s, unsigned need);           /* global lock held */
+void tm_slices_take_for_purge(struct tm_segment *seg, uint64_t m);
+void tm_slices_purged(struct tm_segment *seg, uint64_t m, bool purged);
+uint64_t tm_run_mask(unsigned idx, unsigned n);
+struct tm_segment *tm_segments_first(void);
+struct tm_segment *tm_segments_empty_oldest(void);
+size_t tm_segments_empty_count(void);
+void tm_segment_forget(struct tm_segment *seg);
 void tm_orphan_push(tm_span *s);            /* global lock held */
 tm_span *tm_orphan_take(unsigned c);        /* global lock held */
 size_t tm_orphans_sweep(void);              /* global lock held */
 void *tm_meta_alloc(size_t size);           /* global lock held; zeroed, never freed */
 void tm_global_reset_after_fork(void);
+void tm_segments_after_fork(void);
 void *tm_large_alloc(size_t size, size_t align);
 void tm_large_free(tm_span *s);
 bool tm_large_resize(tm_span *s, size_t newsize);
@@ -313,6 +330,7 @@ void tm_span_collect(tm_span *s); /* move thread_free blocks into the bitmap */
 void tm_span_collect_list(tm_span *s, tm_block *b);
 bool tm_span_free_block(tm_span *s, void *p, uint32_t idx); /* false: double free, reported */
 void tm_span_retire(tm_span *s);  /* give the slices back (global lock NOT held) */
+bool tm_class_needs_bitmap(unsigned c, unsigned nslices);
 bool tm_span_block_index(tm_span *s, const void *p, uint32_t *idx);
 size_t tm_span_live_pages(tm_span *s, uint64_t *page_bits, size_t nwords);
 int tm_span_check(tm_span *s, tm_heap *expected_owner);

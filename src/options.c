@@ -99,7 +99,7 @@ void tm_options_load(void) {
     char storage[160];
     TM_LINE(line, storage);
     tm_line_add(&line, "tidemalloc: version " TIDEMALLOC_VERSION " pager-mode=");
-    tm_line_add(&line, tm_os_purge_mode());
+    tm_line_add(&line, tm_release_mode_name());
     tm_line_add(&line, " segment-cache=");
     tm_line_add_u64(&line, (uint64_t)tm_opt.segment_cache);
     tm_line_add(&line, " abort-on-error=");

@@ -85,25 +85,6 @@ void tm_os_unmap(void *p, size_t size) {
   errno = saved;
 }
 
-#if defined(TIDE_PAGER_MODE_FREE) && defined(MADV_FREE)
-#define TM_PURGE_ADVICE MADV_FREE
-#define TM_PURGE_NAME "free"
-#else
-#define TM_PURGE_ADVICE MADV_DONTNEED
-#define TM_PURGE_NAME "dontneed"
-#endif
-
-const char *tm_os_purge_mode(void) { return TM_PURGE_NAME; }
-
-size_t tm_os_purge(void *p, size_t size) {
-  int saved = errno;
-  int rc = madvise(p, size, TM_PURGE_ADVICE);
-  errno = saved;
-  if (rc != 0) return 0;
-  TM_STAT_ADD(purged_bytes, size);
-  return size;
-}
-
 /* The header of the mapping a registered region belongs to (see TM_REG_*). */
 static tm_segment *tm_huge_header(uintptr_t p, unsigned reg) {
   uintptr_t region = p & ~(uintptr_t)TM_SEG_MASK;

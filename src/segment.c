@@ -2,23 +2,50 @@
  * allocator. Heaps come here once per span (64 KiB or more of blocks), large
  * blocks once per allocation; the malloc/free fast paths never do.
  *
- * tm_global_lock protects: the list of segments with free slices, every
- * segment's free_slices, the orphan lists, the heap pool and the metadata
- * arena. Holders never call into libc (only raw mmap/munmap/madvise). */
+ * tm_global_lock protects: the segment lists, every segment's slice masks,
+ * the orphan lists, the heap pool and the metadata arena. Nobody makes a
+ * system call while holding it: a new segment is mapped with the lock
+ * dropped, and purges and unmaps go through a batch that the pager (or, with
+ * no pager thread, the freeing thread) hands to the kernel afterwards
+ * (src/trim.c, pager/release.c).
+ *
+ * A data slice is in exactly one state:
+ *   in use     part of a live span or large block (slice_map points at it)
+ *   free       in free_slices; also in dirty_slices if its pages may still
+ *              be resident (freed, not purged since), with the time it was
+ *              freed in slice_freed_ms[]
+ *   purging    in purging_slices: taken out by a batch in flight; free
+ *              again, and clean, when the batch is done
+ * A segment is on one list, by what its slices are: the partial list (some
+ * slice in use, some free), the empty list (no slice in use), or none (no
+ * free slice). */
 #include "internal.h"
 
 #include <errno.h>
 #include <string.h>
+#include <time.h>
 
 tm_lock_t tm_global_lock = TM_LOCK_INIT;
 tm_counters tm_stat;
 
-static tm_segment *tm_free_segs; /* normal segments with a free data slice */
-static uint32_t tm_fork_gen;     /* bumped when a fork child drops the lists */
+enum { TM_LIST_NONE = 0, TM_LIST_PARTIAL, TM_LIST_EMPTY };
+
+static tm_segment *tm_lists[3];  /* heads of the partial and empty lists */
+static tm_segment *tm_empty_tail; /* oldest empty segment: released first */
+static size_t tm_empty_count;
+static atomic_bool tm_empty_hint; /* a segment became empty: see tm_trim_empty_hint */
+static tm_segment *tm_all_segs;   /* every normal segment */
+static uint32_t tm_fork_gen = 1;  /* bumped when a fork child drops the lists; 0 = never listed */
 static tm_span *tm_orphans[TM_NUM_CLASSES];
 static size_t tm_orphan_count;
 static uint8_t *tm_meta_cur;
 static size_t tm_meta_left;
+
+uint32_t tm_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts); /* vDSO: no system call */
+  return (uint32_t)((uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u);
+}
 
 /* ---- metadata arena --------------------------------------------------- */
 void *tm_meta_alloc(size_t size) {
@@ -37,79 +64,178 @@ void *tm_meta_alloc(size_t size) {
   return r;
 }
 
-/* ---- the list of segments with free slices ---------------------------- */
-static bool tm_seg_listed(tm_segment *seg) {
-  return seg->listed && seg->fork_gen == tm_fork_gen;
+/* ---- segment lists ------------------------------------------------------- */
+static unsigned tm_seg_list(const tm_segment *seg) {
+  return seg->fork_gen == tm_fork_gen ? seg->list : TM_LIST_NONE;
 }
 
-static void tm_seg_list_add(tm_segment *seg) {
-  seg->listed = 1;
-  seg->fork_gen = tm_fork_gen;
-  seg->prev = NULL;
-  seg->next = tm_free_segs;
-  if (tm_free_segs) tm_free_segs->prev = seg;
-  tm_free_segs = seg;
-}
-
-static void tm_seg_list_remove(tm_segment *seg) {
+static void tm_seg_unlink(tm_segment *seg) {
+  unsigned l = tm_seg_list(seg);
+  if (l == TM_LIST_NONE) return;
   if (seg->prev)
     seg->prev->next = seg->next;
   else
-    tm_free_segs = seg->next;
-  if (seg->next) seg->next->prev = seg->prev;
+    tm_lists[l] = seg->next;
+  if (seg->next)
+    seg->next->prev = seg->prev;
+  else if (l == TM_LIST_EMPTY)
+    tm_empty_tail = seg->prev;
+  if (l == TM_LIST_EMPTY) tm_empty_count--;
   seg->next = seg->prev = NULL;
-  seg->listed = 0;
+  seg->list = TM_LIST_NONE;
 }
 
-static tm_segment *tm_segment_new(void) {
-  tm_segment *seg = tm_pager_segment_reuse();
-  if (!seg) {
-    seg = tm_os_map_aligned(TM_SEG_SIZE, TM_SEG_SIZE);
-    if (!seg) return NULL;
-    seg->kind = TM_SEG_NORMAL;
-    seg->map_size = TM_SEG_SIZE;
-    TM_STAT_ADD(mapped_bytes, TM_SEG_SIZE);
-    TM_STAT_ADD(segment_count, 1);
-    tm_registry_set((uintptr_t)seg, TM_REG_SEGMENT);
-  }
-  seg->free_slices = TM_DATA_SLICES_MASK;
-  tm_seg_list_add(seg);
+static void tm_seg_link(tm_segment *seg, unsigned l) {
+  seg->list = l;
+  seg->fork_gen = tm_fork_gen;
+  seg->prev = NULL;
+  seg->next = tm_lists[l];
+  if (seg->next)
+    seg->next->prev = seg;
+  else if (l == TM_LIST_EMPTY)
+    tm_empty_tail = seg;
+  tm_lists[l] = seg;
+  if (l == TM_LIST_EMPTY) tm_empty_count++;
+}
+
+static void tm_seg_all_add(tm_segment *seg);
+
+/* Put seg on the list its slices call for. */
+static void tm_seg_place(tm_segment *seg) {
+  /* a segment a fork child forgot comes back when one of its spans frees */
+  if (seg->all_gen != tm_fork_gen) tm_seg_all_add(seg);
+  unsigned want;
+  if ((seg->free_slices | seg->purging_slices) == TM_DATA_SLICES_MASK)
+    want = TM_LIST_EMPTY;
+  else if (seg->free_slices)
+    want = TM_LIST_PARTIAL;
+  else
+    want = TM_LIST_NONE;
+  if (tm_seg_list(seg) == want) return;
+  tm_seg_unlink(seg);
+  if (want != TM_LIST_NONE) tm_seg_link(seg, want);
+  if (want == TM_LIST_EMPTY) atomic_store_explicit(&tm_empty_hint, true, memory_order_relaxed);
+}
+
+bool tm_trim_empty_hint(void) {
+  return atomic_load_explicit(&tm_empty_hint, memory_order_relaxed) &&
+         atomic_exchange_explicit(&tm_empty_hint, false, memory_order_relaxed);
+}
+
+static void tm_seg_all_add(tm_segment *seg) {
+  seg->all_gen = tm_fork_gen;
+  seg->all_prev = NULL;
+  seg->all_next = tm_all_segs;
+  if (tm_all_segs) tm_all_segs->all_prev = seg;
+  tm_all_segs = seg;
+}
+
+static void tm_seg_all_remove(tm_segment *seg) {
+  if (seg->all_gen != tm_fork_gen) return;
+  seg->all_gen = tm_fork_gen - 1;
+  if (seg->all_prev)
+    seg->all_prev->all_next = seg->all_next;
+  else
+    tm_all_segs = seg->all_next;
+  if (seg->all_next) seg->all_next->all_prev = seg->all_prev;
+}
+
+tm_segment *tm_segments_first(void) { return tm_all_segs; }
+tm_segment *tm_segments_empty_oldest(void) { return tm_empty_tail; }
+size_t tm_segments_empty_count(void) { return tm_empty_count; }
+
+/* Take an empty segment off every list: it is about to be unmapped. */
+void tm_segment_forget(tm_segment *seg) {
+  TM_ASSERT(tm_lock_is_held(&tm_global_lock));
+  TM_ASSERT((seg->free_slices | seg->purging_slices) == TM_DATA_SLICES_MASK && !seg->purging_slices);
+  tm_seg_unlink(seg);
+  tm_seg_all_remove(seg);
+  tm_registry_set((uintptr_t)seg, TM_REG_NONE);
+  TM_STAT_SUB(segment_count, 1);
+}
+
+/* A fresh segment: mapped with the global lock dropped, since mmap is a
+ * system call; the caller retakes it and adds the segment. */
+static tm_segment *tm_segment_map(void) {
+  tm_segment *seg = tm_os_map_aligned(TM_SEG_SIZE, TM_SEG_SIZE);
+  if (!seg) return NULL;
+  seg->kind = TM_SEG_NORMAL;
+  seg->map_size = TM_SEG_SIZE;
+  seg->free_slices = TM_DATA_SLICES_MASK; /* fresh pages: free and clean */
+  TM_STAT_ADD(mapped_bytes, TM_SEG_SIZE);
   return seg;
 }
 
-/* First slice of a run of n free slices in mask, or -1. */
+static void tm_segment_add(tm_segment *seg) {
+  TM_STAT_ADD(segment_count, 1);
+  tm_registry_set((uintptr_t)seg, TM_REG_SEGMENT);
+  tm_seg_place(seg);
+}
+
+/* ---- slices ------------------------------------------------------------- */
+/* First slice of a run of n slices set in mask, or -1. */
 static int tm_find_run(uint64_t mask, unsigned n) {
   uint64_t starts = mask;
   for (unsigned i = 1; i < n && starts; i++) starts &= mask >> i;
   return starts ? __builtin_ctzll(starts) : -1;
 }
 
-static uint64_t tm_run_mask(unsigned idx, unsigned n) {
+uint64_t tm_run_mask(unsigned idx, unsigned n) {
   return (n >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << n) - 1)) << idx;
 }
 
-static tm_span *tm_take_run(tm_segment *seg, unsigned idx, unsigned n) {
-  seg->free_slices &= ~tm_run_mask(idx, n);
-  if (seg->free_slices == 0) tm_seg_list_remove(seg);
+static tm_span *tm_take_run(tm_segment *seg, unsigned idx, unsigned n, bool bitmap) {
+  uint64_t m = tm_run_mask(idx, n);
+  seg->free_slices &= ~m;
+  seg->dirty_slices &= ~m;
+  seg->header_clean = 0;
   for (unsigned j = idx; j < idx + n; j++) seg->slice_map[j] = (uint8_t)idx;
   tm_span *s = &seg->spans[idx];
   s->slice_count = (uint8_t)n;
+  s->bits = NULL;
+  if (bitmap) {
+    /* bitmaps of big spans are packed from the start of the area, so the
+     * header pages a segment touches grow with what it holds */
+    unsigned slot = (unsigned)__builtin_ctzll(~seg->bitmap_slots);
+    seg->bitmap_slots |= (uint64_t)1 << slot;
+    s->bits = seg->bitmaps[slot];
+  }
+  tm_seg_place(seg);
   return s;
 }
 
-tm_span *tm_slices_alloc(unsigned n) {
+/* A run of n free slices in seg, resident ones first when `dirty_first`. */
+static int tm_seg_find(tm_segment *seg, unsigned n, bool dirty_only) {
+  if (seg->busy_header) return -1; /* its header pages are being purged */
+  uint64_t mask = dirty_only ? seg->free_slices & seg->dirty_slices : seg->free_slices;
+  return tm_find_run(mask, n);
+}
+
+/* n free slices for a span (with a bitmap slot in the header if `bitmap`),
+ * global lock held; it may be dropped and retaken to map a new segment.
+ * Slices still resident are preferred to clean ones (no page faults), and
+ * segments in use to empty ones (which can then be given back). */
+tm_span *tm_slices_alloc(unsigned n, bool bitmap) {
   TM_ASSERT(tm_lock_is_held(&tm_global_lock));
-  for (int attempt = 0; attempt < 2; attempt++) {
-    for (tm_segment *seg = tm_free_segs; seg; seg = seg->next) {
-      int idx = tm_find_run(seg->free_slices, n);
-      if (idx >= 0) return tm_take_run(seg, (unsigned)idx, n);
+  for (int attempt = 0; attempt < 3; attempt++) {
+    static const unsigned order[4][2] = {
+        {TM_LIST_PARTIAL, 1}, {TM_LIST_PARTIAL, 0}, {TM_LIST_EMPTY, 1}, {TM_LIST_EMPTY, 0}};
+    for (unsigned o = 0; o < 4; o++) {
+      for (tm_segment *seg = tm_lists[order[o][0]]; seg; seg = seg->next) {
+        int idx = tm_seg_find(seg, n, order[o][1]);
+        if (idx >= 0) return tm_take_run(seg, (unsigned)idx, n, bitmap);
+      }
     }
     /* before mapping more, see whether exited threads left empty spans */
-    if (attempt == 0 && (tm_orphan_count == 0 || tm_orphans_sweep() == 0)) break;
+    if (attempt == 0 && tm_orphan_count && tm_orphans_sweep()) continue;
+    if (attempt == 2) break;
+    tm_unlock(&tm_global_lock);
+    tm_segment *seg = tm_segment_map();
+    tm_lock(&tm_global_lock);
+    if (!seg) return NULL;
+    tm_segment_add(seg);
   }
-  tm_segment *seg = tm_segment_new();
-  if (!seg) return NULL;
-  return tm_take_run(seg, 1, n);
+  return NULL;
 }
 
 void tm_slices_free(tm_span *s) {
@@ -120,22 +246,84 @@ void tm_slices_free(tm_span *s) {
             (tm_notice_state(s) == TM_NOTICE_NEVER && !tm_span_has_remote(s) && s->used == 0));
   atomic_store_explicit(&s->kind, TM_SPAN_FREE, memory_order_relaxed);
   s->queue = TM_Q_NONE;
-  seg->free_slices |= tm_run_mask(idx, s->slice_count);
+  if (s->bits && s->bits != s->inline_bits) {
+    unsigned slot = (unsigned)((s->bits - &seg->bitmaps[0][0]) / TM_BITMAP_WORDS);
+    seg->bitmap_slots &= ~((uint64_t)1 << slot);
+  }
+  s->bits = NULL;
+  uint64_t m = tm_run_mask(idx, s->slice_count);
+  TM_ASSERT(!(seg->free_slices & m) && !(seg->purging_slices & m));
+  seg->free_slices |= m;
+  seg->dirty_slices |= m;
+  uint32_t now = tm_now_ms();
   /* free slices map to themselves (descriptors FREE or NONE), so that no
    * slice of a later span keeps pointing at a descriptor reused elsewhere */
-  for (unsigned j = idx + 1; j < idx + s->slice_count; j++) seg->slice_map[j] = (uint8_t)j;
-  if (!tm_seg_listed(seg)) tm_seg_list_add(seg);
-  /* An empty segment goes to the pager. No descriptor in it is on a remote
-   * list: a span on one is never retired (src/remote.c). */
-  if (seg->free_slices == TM_DATA_SLICES_MASK) {
-    tm_seg_list_remove(seg);
-    tm_pager_segment_empty(seg);
+  for (unsigned j = idx; j < idx + s->slice_count; j++) {
+    seg->slice_map[j] = (uint8_t)j;
+    seg->slice_freed_ms[j] = now;
   }
+  tm_seg_place(seg);
+}
+
+/* After a release: the slices of m are free again, clean if `purged`. */
+void tm_slices_purged(tm_segment *seg, uint64_t m, bool purged) {
+  TM_ASSERT(tm_lock_is_held(&tm_global_lock));
+  TM_ASSERT((seg->purging_slices & m) == m);
+  seg->purging_slices &= ~m;
+  seg->free_slices |= m;
+  if (!purged) seg->dirty_slices |= m; /* the kernel refused: still resident */
+  tm_seg_place(seg);
+}
+
+/* Take the slices of m (free and dirty) out of circulation for a purge. */
+void tm_slices_take_for_purge(tm_segment *seg, uint64_t m) {
+  TM_ASSERT(tm_lock_is_held(&tm_global_lock));
+  TM_ASSERT((seg->free_slices & seg->dirty_slices & m) == m);
+  seg->free_slices &= ~m;
+  seg->dirty_slices &= ~m;
+  seg->purging_slices |= m;
+  tm_seg_place(seg);
+}
+
+/* Grow large block s in place over the free slices that follow it. */
+bool tm_slices_extend(tm_span *s, unsigned need) {
+  TM_ASSERT(tm_lock_is_held(&tm_global_lock));
+  tm_segment *seg = tm_segment_of_span(s);
+  unsigned idx = (unsigned)(s - seg->spans), have = s->slice_count;
+  uint64_t more = tm_run_mask(idx + have, need - have);
+  if ((seg->free_slices & more) != more) return false;
+  seg->free_slices &= ~more;
+  seg->dirty_slices &= ~more;
+  for (unsigned j = idx + have; j < idx + need; j++) seg->slice_map[j] = (uint8_t)idx;
+  s->slice_count = (uint8_t)need;
+  tm_seg_place(seg);
+  return true;
+}
+
+/* Shrink large block s to `need` slices: the rest become free (dirty). */
+void tm_slices_trim(tm_span *s, unsigned need) {
+  TM_ASSERT(tm_lock_is_held(&tm_global_lock));
+  tm_segment *seg = tm_segment_of_span(s);
+  unsigned idx = (unsigned)(s - seg->spans), have = s->slice_count;
+  uint64_t m = tm_run_mask(idx + need, have - need);
+  uint32_t now = tm_now_ms();
+  for (unsigned j = idx + need; j < idx + have; j++) {
+    seg->spans[j].slice_count = 1;
+    seg->spans[j].bits = NULL;
+    atomic_store_explicit(&seg->spans[j].kind, TM_SPAN_FREE, memory_order_relaxed);
+    seg->slice_map[j] = (uint8_t)j;
+    seg->slice_freed_ms[j] = now;
+  }
+  seg->free_slices |= m;
+  seg->dirty_slices |= m;
+  s->slice_count = (uint8_t)need;
+  tm_seg_place(seg);
 }
 
 /* ---- orphans: spans whose owner thread exited --------------------------- */
 void tm_orphan_push(tm_span *s) {
   TM_ASSERT(tm_lock_is_held(&tm_global_lock));
+  TM_ASSERT(tm_notice_state(s) == TM_NOTICE_NEVER && tm_span_owner(s) == NULL);
   s->queue = TM_Q_ORPHAN;
   s->prev = NULL;
   s->next = tm_orphans[s->size_class];
@@ -179,113 +367,54 @@ size_t tm_orphans_sweep(void) {
   return freed;
 }
 
-/* ---- large blocks: one block per run of slices -------------------------- */
-static size_t tm_page_round(size_t n) {
-  return (n + TM_PAGE_SIZE - 1) & ~(TM_PAGE_SIZE - 1);
-}
-
-void *tm_large_alloc(size_t size, size_t align) {
-  if (size == 0) size = 1; /* the block must start inside the run */
-  if (align >= TM_SEG_SIZE) return NULL; /* only a header sits there */
-  size_t slack = align > TM_SLICE_SIZE ? align - TM_SLICE_SIZE : 0;
-  size_t need = size + slack;
-  if (need < size || need > (TM_SLICES - 1) * TM_SLICE_SIZE) return NULL;
-  unsigned n = (unsigned)((need + TM_SLICE_SIZE - 1) >> TM_SLICE_SHIFT);
-  tm_lock(&tm_global_lock);
-  tm_span *s = tm_slices_alloc(n);
-  tm_unlock(&tm_global_lock);
-  if (!s) {
-    errno = ENOMEM;
-    return NULL;
-  }
-  tm_segment *seg = tm_segment_of_span(s);
-  uintptr_t base = (uintptr_t)seg + ((uintptr_t)(s - seg->spans) << TM_SLICE_SHIFT);
-  uintptr_t a = align > TM_SLICE_SIZE ? (base + align - 1) & ~(uintptr_t)(align - 1) : base;
-  s->start = (uint8_t *)a;
-  s->large_size = tm_page_round(size);
-  s->block_size = 0;
-  s->capacity = 1;
-  s->used = 1;
-  s->queue = TM_Q_NONE;
-  tm_span_set_owner(s, NULL, false);
-  atomic_store_explicit(&s->kind, TM_SPAN_LARGE, memory_order_release);
-  TM_STAT_ADD(large_bytes, (size_t)n << TM_SLICE_SHIFT);
-  return s->start;
-}
-
-void tm_large_free(tm_span *s) {
-  tm_lock(&tm_global_lock);
-  TM_STAT_SUB(large_bytes, (size_t)s->slice_count << TM_SLICE_SHIFT);
-  tm_slices_free(s);
-  tm_unlock(&tm_global_lock);
-}
-
-/* Resize a large block in place: use the run's slack, take the free slices
- * that follow it, or give back whole trailing slices. */
-bool tm_large_resize(tm_span *s, size_t newsize) {
-  tm_segment *seg = tm_segment_of_span(s);
-  unsigned idx = (unsigned)(s - seg->spans);
-  uintptr_t run_base = (uintptr_t)seg + ((uintptr_t)idx << TM_SLICE_SHIFT);
-  size_t offset = (uintptr_t)s->start - run_base;
-  size_t want = tm_page_round(newsize);
-  if (want < newsize || offset + want > (TM_SLICES - idx) * TM_SLICE_SIZE) return false;
-  unsigned need = (unsigned)((offset + want + TM_SLICE_SIZE - 1) >> TM_SLICE_SHIFT);
-  bool ok = true;
-  tm_lock(&tm_global_lock);
-  unsigned have = s->slice_count;
-  if (need > have) {
-    uint64_t more = tm_run_mask(idx + have, need - have);
-    if ((seg->free_slices & more) == more) {
-      seg->free_slices &= ~more;
-      if (seg->free_slices == 0 && tm_seg_listed(seg)) tm_seg_list_remove(seg);
-      for (unsigned j = idx + have; j < idx + need; j++) seg->slice_map[j] = (uint8_t)idx;
-      s->slice_count = (uint8_t)need;
-      TM_STAT_ADD(large_bytes, (size_t)(need - have) << TM_SLICE_SHIFT);
-    } else {
-      ok = false;
-    }
-  } else if (need < have) {
-    seg->free_slices |= tm_run_mask(idx + need, have - need);
-    for (unsigned j = idx + need; j < idx + have; j++) {
-      seg->spans[j].slice_count = 1;
-      atomic_store_explicit(&seg->spans[j].kind, TM_SPAN_FREE, memory_order_relaxed);
-      seg->slice_map[j] = (uint8_t)j;
-    }
-    if (!tm_seg_listed(seg)) tm_seg_list_add(seg);
-    s->slice_count = (uint8_t)need;
-    TM_STAT_SUB(large_bytes, (size_t)(have - need) << TM_SLICE_SHIFT);
-  }
-  if (ok) s->large_size = want;
-  tm_unlock(&tm_global_lock);
-  return ok;
-}
-
 /* ---- fork and consistency ------------------------------------------------ */
 /* In a fork child whose parent had the lock taken: the lists may be half
  * updated, so forget them. Segments keep working for the blocks that live in
  * them; their free slices are lost to this child. */
 void tm_global_reset_after_fork(void) {
   tm_fork_gen++;
-  tm_free_segs = NULL;
+  memset(tm_lists, 0, sizeof tm_lists);
+  tm_empty_tail = NULL;
+  tm_empty_count = 0;
+  tm_all_segs = NULL;
   memset(tm_orphans, 0, sizeof tm_orphans);
   tm_orphan_count = 0;
   tm_meta_cur = NULL;
   tm_meta_left = 0;
-  tm_pager_reset_after_fork();
   atomic_store(&tm_global_lock.held, 0);
+}
+
+/* In a fork child whose parent did not hold the lock: a release that was in
+ * flight vanished with its thread; its slices are free (and maybe still
+ * resident) again, and no header purge is in progress. */
+void tm_segments_after_fork(void) {
+  tm_lock(&tm_global_lock);
+  for (tm_segment *seg = tm_all_segs; seg; seg = seg->all_next) {
+    seg->free_slices |= seg->purging_slices;
+    seg->dirty_slices |= seg->purging_slices;
+    seg->purging_slices = 0;
+    seg->busy_header = 0;
+    tm_seg_place(seg);
+  }
+  tm_unlock(&tm_global_lock);
 }
 
 int tm_segments_check(void) {
   int problems = 0;
   tm_lock(&tm_global_lock);
-  for (tm_segment *seg = tm_free_segs; seg; seg = seg->next) {
-    if (seg->kind != TM_SEG_NORMAL || seg->free_slices == 0 || (seg->free_slices & 1)) problems += tm_check_problem("listed segment is not a normal one with free slices", seg);
+  size_t empties = 0;
+  for (tm_segment *seg = tm_all_segs; seg; seg = seg->all_next) {
+    if (seg->kind != TM_SEG_NORMAL || ((seg->free_slices | seg->purging_slices) & 1)) problems += tm_check_problem("segment is not a normal one", seg);
+    if (seg->free_slices & seg->purging_slices) problems += tm_check_problem("slice both free and purging", seg);
+    if (seg->dirty_slices & ~seg->free_slices) problems += tm_check_problem("dirty slice that is not free", seg);
+    if (tm_seg_list(seg) == TM_LIST_EMPTY) empties++;
     for (unsigned i = 1; i < TM_SLICES; i++) {
-      if (!(seg->free_slices & ((uint64_t)1 << i))) continue;
+      if (!((seg->free_slices | seg->purging_slices) & ((uint64_t)1 << i))) continue;
       unsigned k = tm_span_kind(&seg->spans[seg->slice_map[i]]);
       if (k == TM_SPAN_SMALL || k == TM_SPAN_LARGE) problems += tm_check_problem("free slice maps to a live span", seg);
     }
   }
+  if (empties != tm_empty_count) problems += tm_check_problem("empty segment count is wrong", &tm_empty_count);
   tm_unlock(&tm_global_lock);
   return problems;
 }

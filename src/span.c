@@ -44,7 +44,8 @@ void tm_span_init_small(tm_span *s, unsigned c, tm_heap *owner) {
   s->div_shift = (uint8_t)k;
   s->large_size = 0;
   unsigned words = tm_span_words(s);
-  s->bits = words <= TM_INLINE_BITMAP_WORDS ? s->inline_bits : seg->bitmaps[idx];
+  if (words <= TM_INLINE_BITMAP_WORDS) s->bits = s->inline_bits;
+  TM_ASSERT(s->bits != NULL); /* a bigger one comes with the slices (tm_slices_alloc) */
   memset(s->bits, 0xff, (size_t)words * sizeof(uint64_t));
   if (cap % 64) s->bits[words - 1] = ((uint64_t)1 << (cap % 64)) - 1;
   s->summary = words == 64 ? ~(uint64_t)0 : (((uint64_t)1 << words) - 1);
@@ -137,6 +138,12 @@ void tm_span_retire(tm_span *s) {
   TM_STAT_SUB(span_bytes, (size_t)s->slice_count << TM_SLICE_SHIFT);
   tm_slices_free(s);
   tm_unlock(&tm_global_lock);
+}
+
+/* Whether a span of class c needs a bitmap outside its descriptor. */
+bool tm_class_needs_bitmap(unsigned c, unsigned nslices) {
+  size_t cap = ((size_t)nslices << TM_SLICE_SHIFT) / tm_class_size(c);
+  return cap > (size_t)TM_INLINE_BITMAP_WORDS * 64;
 }
 
 /* Which OS pages of the span hold at least one live block (or a block still

@@ -22,7 +22,7 @@ TM_API void tide_get_stats(struct tide_stats *out) {
   out->heap_count = TM_STAT_GET(heap_count);
   out->segments_released = TM_STAT_GET(segments_released);
   out->purged_bytes = TM_STAT_GET(purged_bytes);
-  out->pager_mode = tm_os_purge_mode();
+  out->pager_mode = tm_release_mode_name();
 }
 
 TM_API size_t tide_collect(void) {
@@ -31,8 +31,9 @@ TM_API size_t tide_collect(void) {
   tm_heap_collect_all(tm_heap_tls);
   tm_lock(&tm_global_lock);
   tm_orphans_sweep();
-  tm_pager_release_cached();
   tm_unlock(&tm_global_lock);
+  tm_trim_req req = {tm_now_ms(), 0, true, true};
+  tm_pager_trim_now(&req);
   size_t mapped_after = TM_STAT_GET(mapped_bytes);
   size_t unmapped = mapped_before > mapped_after ? mapped_before - mapped_after : 0;
   return (TM_STAT_GET(purged_bytes) - before) + unmapped;

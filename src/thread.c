@@ -159,7 +159,10 @@ static void tm_span_reopen_cb(tm_span *s, void *arg) {
  * working on it). */
 static void tm_fork_child(void) {
   if (atomic_load(&tm_late_state) == 1) atomic_store(&tm_late_state, 2);
-  if (tm_lock_is_held(&tm_global_lock)) tm_global_reset_after_fork();
+  if (tm_lock_is_held(&tm_global_lock))
+    tm_global_reset_after_fork();
+  else
+    tm_segments_after_fork();
   tm_heap_shared_after_fork();
   tm_heap *me = tm_heap_tls;
   if (me->state == TM_HEAP_ACTIVE && tm_lock_is_held(&me->lock)) {

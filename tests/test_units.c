@@ -10,7 +10,7 @@
 
 static tm_span *new_span(unsigned c) {
   tm_lock(&tm_global_lock);
-  tm_span *s = tm_slices_alloc(1);
+  tm_span *s = tm_slices_alloc(1, tm_class_needs_bitmap(c, 1));
   tm_unlock(&tm_global_lock);
   ck_assert_ptr_nonnull(s);
   tm_span_init_small(s, c, NULL);
