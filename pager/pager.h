@@ -68,21 +68,64 @@ typedef struct tm_trim_req {
   bool keep_no_empty;
 } tm_trim_req;
 
+/* When something not yet old enough will be: the earliest such time. */
+typedef struct tm_due {
+  bool any;
+  uint32_t at_ms;
+} tm_due;
+static inline void tm_due_at(tm_due *d, uint32_t t) {
+  if (!d->any || (int32_t)(t - d->at_ms) < 0) d->at_ms = t;
+  d->any = true;
+}
+
 /* Take expired free slices, empty segments beyond the cache bound (to be
  * unmapped) and header pages of clean empty segments out of circulation
- * into b. Returns true when b filled up before everything was taken.
- * *next_ms: the earliest time something not yet expired will be. */
-bool tm_trim_segments(tm_batch *b, const tm_trim_req *req, uint32_t *next_ms);
+ * into b. Returns true when b filled up before everything was taken;
+ * notes in *due when the rest will be old enough. */
+bool tm_trim_segments(tm_batch *b, const tm_trim_req *req, tm_due *due);
 /* Put back what the release took (clean, when it went through). */
 void tm_trim_done(tm_batch *b);
 /* True (once) when a segment became empty since the last call. */
 bool tm_trim_empty_hint(void);
+/* True once any slice has been freed (there is work for a pager). */
+bool tm_trim_ever_freed(void);
+/* The calling thread is the pager: it must never allocate. */
+void tm_front_mark_pager_thread(void);
+/* The front end is far enough in its initialization to create threads. */
+bool tm_front_ready(void);
 /* Milliseconds of CLOCK_MONOTONIC (wraps; compare differences). */
 uint32_t tm_now_ms(void);
 
+/* ---- knobs (parsed by src/options.c; doc/knobs.md) ------------------------- */
+typedef struct tm_pager_opts {
+  int enabled;  /* TIDE_PAGER: 0 = no pager thread (empty segments released at once) */
+  int delay_ms; /* TIDE_PAGER_DELAY_MS: how long free memory stays before it goes back */
+} tm_pager_opts;
+extern tm_pager_opts tm_pager_opt;
+
+/* ---- statistics -------------------------------------------------------------- */
+enum { TM_LOOP_NONE = 0, TM_LOOP_POLL, TM_LOOP_URING };
+typedef struct tm_pager_stats {
+  uint64_t started;     /* times the thread was started (1, or more after forks) */
+  uint64_t wakeups;     /* times the thread woke up */
+  uint64_t rounds;      /* rounds of work */
+  uint64_t batches;     /* batches handed to the kernel */
+  uint64_t syscalls;    /* system calls that gave memory back */
+  uint64_t cpu_ns;      /* CPU time of the thread (filled in by tm_pager_get_stats) */
+  unsigned loop;        /* TM_LOOP_*: how it waits */
+} tm_pager_stats;
+void tm_pager_get_stats(tm_pager_stats *out);
+const char *tm_pager_loop_name(unsigned loop);
+
 /* ---- what the front end tells the pager (pager/thread.c) ------------------- */
-/* Free slices or an empty segment appeared (called without any lock held). */
-void tm_pager_freed(void);
+/* After a slow path, with no lock held: wakes a sleeping pager (one relaxed
+ * check otherwise); without a pager thread, releases empty segments now. */
+void tm_pager_activity(void);
+/* At a point where a thread may be created (the end of a malloc slow path):
+ * start the pager if there is work for it and it is not running. */
+void tm_pager_maybe_start(void);
+/* In a fork child: the thread is gone; it starts again when needed. */
+void tm_pager_after_fork(void);
 /* Collect, release and give back now, on the calling thread; returns the
  * bytes the kernel took. */
 size_t tm_pager_trim_now(const tm_trim_req *req);

@@ -8,7 +8,7 @@
 #include <errno.h>
 #include <sys/mman.h>
 
-#include "pager.h"
+#include "pager_int.h"
 
 #if defined(TIDE_PAGER_MODE_FREE) && defined(MADV_FREE)
 #define TM_PURGE_ADVICE MADV_FREE
@@ -27,6 +27,7 @@ size_t tm_release_run(tm_batch *b) {
     tm_release *r = &b->r[i];
     int rc = r->kind == TM_REL_UNMAP ? munmap((void *)r->addr, r->len)
                                      : madvise((void *)r->addr, r->len, TM_PURGE_ADVICE);
+    TM_PSTAT_ADD(syscalls, 1);
     r->ok = rc == 0;
     if (r->ok) bytes += r->len;
   }

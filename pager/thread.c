@@ -1,13 +1,106 @@
-/* The pager's entry points for the front end. In this version there is no
- * pager thread yet: when a segment becomes empty, the thread that emptied
- * it releases it at once (after dropping every lock), keeping at most
- * TIDE_SEGMENT_CACHE empty segments, purged. */
+/* The pager thread: its life and its loop.
+ *
+ * It starts lazily, at the end of a malloc slow path, once some memory has
+ * been freed that it could give back (a slice); it is started again in a
+ * fork child the same way. It blocks every signal, never allocates, and
+ * never makes a system call while holding a lock the front end waits on:
+ * each round takes memory out of circulation under the front end's locks,
+ * hands it to the kernel with no lock held, and gives it back
+ * (pager/policy.c). Between rounds it sleeps until the next thing it knows
+ * of is due, or, when nothing is pending, until the front end wakes it.
+ *
+ * Without the thread (TIDE_PAGER=0, before it starts, or if it could not
+ * be created), the thread that empties a segment releases it at once. */
 #include "config.h"
 
-#include <stdint.h>
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1 /* pthread_setname_np */
+#endif
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <string.h>
 #include <time.h>
 
-#include "pager.h"
+#include "pager_int.h"
+
+tm_pager_stats tm_pstat;
+
+enum { TM_PS_OFF = 0, TM_PS_STARTING, TM_PS_RUNNING, TM_PS_FAILED };
+static atomic_int tm_pstate;
+static atomic_int tm_asleep; /* 1 while waiting with no deadline */
+static pthread_t tm_ptid;
+
+/* ---- the loop ------------------------------------------------------------------ */
+static void *tm_pager_main(void *arg) {
+  (void)arg;
+  tm_front_mark_pager_thread();
+  bool pressure = false;
+  for (;;) {
+    int next = tm_policy_round(tm_now_ms(), pressure);
+    TM_PSTAT_ADD(rounds, 1);
+    pressure = false;
+    if (next < 0) {
+      /* Dekker with tm_pager_activity: either the front end sees asleep and
+       * wakes us, or tm_policy_pending sees what it did. */
+      atomic_store_explicit(&tm_asleep, 1, memory_order_seq_cst);
+      if (tm_policy_pending()) {
+        atomic_store_explicit(&tm_asleep, 0, memory_order_relaxed);
+        continue;
+      }
+    }
+    unsigned ev = tm_loop_wait(next);
+    atomic_store_explicit(&tm_asleep, 0, memory_order_relaxed);
+    TM_PSTAT_ADD(wakeups, 1);
+    if (ev & TM_EV_PRESSURE) pressure = true;
+  }
+  return NULL;
+}
+
+/* ---- starting it --------------------------------------------------------------- */
+void tm_pager_maybe_start(void) {
+  if (TM_PAGER_LIKELY(atomic_load_explicit(&tm_pstate, memory_order_relaxed) != TM_PS_OFF)) return;
+  if (!tm_pager_opt.enabled || !tm_trim_ever_freed() || !tm_front_ready()) return;
+  int expect = TM_PS_OFF;
+  if (!atomic_compare_exchange_strong(&tm_pstate, &expect, TM_PS_STARTING)) return;
+  int saved = errno;
+  int state = TM_PS_FAILED;
+  if (tm_loop_open(-1, true)) {
+    pthread_attr_t attr;
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    /* the thread inherits the mask: no signal is ever delivered to it */
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    if (pthread_create(&tm_ptid, &attr, tm_pager_main, NULL) == 0) {
+      pthread_setname_np(tm_ptid, "tide-pager"); /* named before anyone can look */
+      state = TM_PS_RUNNING;
+      TM_PSTAT_ADD(started, 1);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+    if (state != TM_PS_RUNNING) tm_loop_after_fork(); /* closes what it opened */
+  }
+  atomic_store_explicit(&tm_pstate, state, memory_order_release);
+  errno = saved;
+}
+
+/* ---- what the front end calls ------------------------------------------------ */
+void tm_pager_activity(void) {
+  if (TM_PAGER_LIKELY(atomic_load_explicit(&tm_pstate, memory_order_relaxed) == TM_PS_RUNNING)) {
+    if (atomic_load_explicit(&tm_asleep, memory_order_seq_cst) &&
+        atomic_exchange_explicit(&tm_asleep, 0, memory_order_relaxed))
+      tm_loop_wake();
+    return;
+  }
+  if (!tm_trim_empty_hint()) return;
+  tm_trim_req req = {tm_now_ms(), 0, true, false};
+  tm_pager_trim_now(&req);
+}
 
 /* Collect, release and give back until nothing is left; returns the bytes
  * the kernel took. A small batch on the stack: callers may be on a thread
@@ -18,16 +111,50 @@ size_t tm_pager_trim_now(const tm_trim_req *req) {
   size_t bytes = 0;
   bool more;
   do {
-    uint32_t next;
-    more = tm_trim_segments(&b, req, &next);
+    tm_due due = {false, 0};
+    more = tm_trim_segments(&b, req, &due);
     bytes += tm_release_run(&b);
     tm_trim_done(&b);
   } while (more);
   return bytes;
 }
 
-void tm_pager_freed(void) {
-  if (!tm_trim_empty_hint()) return;
-  tm_trim_req req = {tm_now_ms(), 0, true, false};
-  tm_pager_trim_now(&req);
+void tm_pager_after_fork(void) {
+  int st = atomic_load(&tm_pstate);
+  if (st == TM_PS_RUNNING || st == TM_PS_STARTING) {
+    tm_loop_after_fork();
+    atomic_store(&tm_pstate, TM_PS_OFF); /* started again on the next slow path */
+  }
+  atomic_store(&tm_asleep, 0);
+}
+
+/* ---- statistics -------------------------------------------------------------- */
+void tm_pager_get_stats(tm_pager_stats *out) {
+  tm_pager_stats s;
+  s.started = __atomic_load_n(&tm_pstat.started, __ATOMIC_RELAXED);
+  s.wakeups = __atomic_load_n(&tm_pstat.wakeups, __ATOMIC_RELAXED);
+  s.rounds = __atomic_load_n(&tm_pstat.rounds, __ATOMIC_RELAXED);
+  s.batches = __atomic_load_n(&tm_pstat.batches, __ATOMIC_RELAXED);
+  s.syscalls = __atomic_load_n(&tm_pstat.syscalls, __ATOMIC_RELAXED);
+  s.cpu_ns = 0;
+  s.loop = TM_LOOP_NONE;
+  if (atomic_load_explicit(&tm_pstate, memory_order_acquire) == TM_PS_RUNNING) {
+    clockid_t cid;
+    struct timespec ts;
+    if (pthread_getcpuclockid(tm_ptid, &cid) == 0 && clock_gettime(cid, &ts) == 0)
+      s.cpu_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    s.loop = tm_loop_backend();
+  }
+  *out = s;
+}
+
+const char *tm_pager_loop_name(unsigned loop) {
+  switch (loop) {
+    case TM_LOOP_POLL:
+      return "poll";
+    case TM_LOOP_URING:
+      return "io_uring";
+    default:
+      return "none";
+  }
 }

@@ -21,6 +21,7 @@ static TM_NOINLINE void *tm_malloc_big(size_t size, bool zero) {
     return NULL;
   }
   tm_init();
+  tm_pager_maybe_start(); /* a malloc path: a thread may be created here */
   if (size <= tm_huge_threshold()) {
     void *p = tm_large_alloc(size, TM_ALIGN);
     if (p) {

@@ -61,17 +61,42 @@ void tm_heap_each_span(tm_heap *h, void (*fn)(tm_span *s, void *arg), void *arg)
 }
 
 /* ---- the slow-path lock ---------------------------------------------------- */
-void tm_heap_lock(tm_heap *h) {
-  tm_lock(&h->lock);
-  atomic_store_explicit(&h->slow_count, atomic_load_explicit(&h->slow_count, memory_order_relaxed) + 1,
-                        memory_order_relaxed);
+/* A sequence word: odd while held. Each slow path moves it by two, which is
+ * what tells the pager a heap is active; the seq_cst CAS that takes it is
+ * also what orders it before the owner's look at whether the pager sleeps
+ * (tm_pager_activity), so that a pager going to sleep either sees the
+ * activity or is woken. */
+static bool tm_heap_trylock_seq(tm_heap *h) {
+  uint32_t v = atomic_load_explicit(&h->lock_seq, memory_order_relaxed);
+  return !(v & 1) && atomic_compare_exchange_strong_explicit(&h->lock_seq, &v, v + 1, memory_order_seq_cst,
+                                                             memory_order_relaxed);
 }
 
-/* Unlock, then tell the pager if a slow path freed slices (never with the
- * lock held: without a pager thread, tm_pager_freed releases at once). */
+void tm_heap_lock(tm_heap *h) {
+  unsigned spins = 0;
+  while (!tm_heap_trylock_seq(h)) {
+    if (++spins < 64) {
+      tm_cpu_relax();
+    } else {
+      sched_yield();
+      spins = 0;
+    }
+  }
+}
+
+bool tm_heap_trylock(tm_heap *h) { return tm_heap_trylock_seq(h); }
+
+bool tm_heap_locked(const tm_heap *h) {
+  return atomic_load_explicit(&((tm_heap *)h)->lock_seq, memory_order_relaxed) & 1;
+}
+
+/* Unlock, then tell the pager (never with the lock held: without a pager
+ * thread, tm_pager_activity releases empty segments at once). */
 void tm_heap_unlock(tm_heap *h) {
-  tm_unlock(&h->lock);
-  tm_pager_freed();
+  TM_ASSERT(tm_heap_locked(h));
+  atomic_store_explicit(&h->lock_seq, atomic_load_explicit(&h->lock_seq, memory_order_relaxed) + 1,
+                        memory_order_release);
+  tm_pager_activity();
 }
 
 /* ---- retiring spans ------------------------------------------------------- */
@@ -348,6 +373,13 @@ static void *tm_alloc_shared(unsigned c) {
 
 bool tm_heap_is_shared(const tm_heap *h) { return h == tm_heap_shared; }
 
+/* The pager thread's heap: it must never allocate. A debug build stops at
+ * once; otherwise the block comes from the shared heap, as for a thread
+ * whose heap is gone, and nothing deadlocks. */
+static tm_heap tm_heap_pager = {.cur = {[0 ... TM_NUM_CLASSES - 1] = &tm_empty_span}, .state = TM_HEAP_EXITING};
+
+void tm_front_mark_pager_thread(void) { tm_heap_tls = &tm_heap_pager; }
+
 /* fork child: if a vanished thread held the shared heap, its lists may be
  * half updated; leave it DEAD with its spans (frees into them are parked
  * there) and make a new one on next use. */
@@ -360,6 +392,7 @@ void tm_heap_shared_after_fork(void) {
 
 void *tm_alloc_slow(tm_heap *h, unsigned c) {
   if (TM_UNLIKELY(h->state != TM_HEAP_ACTIVE)) {
+    TM_ASSERT(h != &tm_heap_pager); /* the pager allocated */
     if (h->state == TM_HEAP_EXITING) return tm_alloc_shared(c);
     h = tm_heap_new_for_thread();
     if (!h) {
@@ -367,7 +400,9 @@ void *tm_alloc_slow(tm_heap *h, unsigned c) {
       return NULL;
     }
   }
-  return tm_heap_alloc_slow(h, c);
+  void *p = tm_heap_alloc_slow(h, c);
+  tm_pager_maybe_start();
+  return p;
 }
 
 /* ---- frees that are not the owner's fast path ---------------------------- */

@@ -194,9 +194,8 @@ typedef struct tm_heap {
   tm_queue partial[TM_NUM_CLASSES];
   tm_queue full;
   tm_span *_Atomic remote_spans; /* spans that received cross-thread frees */
-  tm_lock_t lock;                /* the slow-path lock; held = inside a slow path */
+  _Atomic uint32_t lock_seq;     /* the slow-path lock, odd while held (heap.c) */
   uint32_t state;
-  _Atomic uint32_t slow_count;    /* slow paths taken: the pager's sign of activity */
   _Atomic uint32_t flush_request; /* the pager wants the caches back */
   uint32_t check_count;           /* debug: periodic consistency checks */
   struct tm_heap *next_all;  /* list of every heap ever made (never freed) */
@@ -365,6 +364,8 @@ void tm_init(void);
 tm_heap *tm_heap_create(void);
 tm_heap *tm_heap_new_for_thread(void);
 void tm_heap_lock(tm_heap *h);
+bool tm_heap_trylock(tm_heap *h);
+bool tm_heap_locked(const tm_heap *h);
 void tm_heap_unlock(tm_heap *h);
 void tm_heap_each_span(tm_heap *h, void (*fn)(tm_span *s, void *arg), void *arg);
 void tm_heap_drain_remote(tm_heap *h, bool forced);

@@ -43,7 +43,7 @@ void tm_large_free(tm_span *s) {
   TM_STAT_SUB(large_bytes, (size_t)s->slice_count << TM_SLICE_SHIFT);
   tm_slices_free(s);
   tm_unlock(&tm_global_lock);
-  tm_pager_freed();
+  tm_pager_activity();
 }
 
 /* Resize a large block in place: use the run's slack, take the free slices
@@ -69,6 +69,6 @@ bool tm_large_resize(tm_span *s, size_t newsize) {
   }
   if (ok) s->large_size = want;
   tm_unlock(&tm_global_lock);
-  if (shrunk) tm_pager_freed();
+  if (shrunk) tm_pager_activity();
   return ok;
 }

@@ -14,6 +14,11 @@ tm_options tm_opt = {
     .verbose = 0,
 };
 
+tm_pager_opts tm_pager_opt = {
+    .enabled = 1,
+    .delay_ms = 100,
+};
+
 typedef struct {
   const char *name;
   int *value;
@@ -22,6 +27,8 @@ typedef struct {
 
 static const tm_knob tm_knobs[] = {
     {"TIDE_ABORT_ON_ERROR", &tm_opt.abort_on_error, 0, 1},
+    {"TIDE_PAGER", &tm_pager_opt.enabled, 0, 1},
+    {"TIDE_PAGER_DELAY_MS", &tm_pager_opt.delay_ms, 0, 600000},
     {"TIDE_SEGMENT_CACHE", &tm_opt.segment_cache, 0, 1024},
     {"TIDE_SHOW_STATS", &tm_opt.show_stats, 0, 1},
     {"TIDE_VERBOSE", &tm_opt.verbose, 0, 1},

@@ -34,6 +34,9 @@ static tm_segment *tm_lists[3];  /* heads of the partial and empty lists */
 static tm_segment *tm_empty_tail; /* oldest empty segment: released first */
 static size_t tm_empty_count;
 static atomic_bool tm_empty_hint; /* a segment became empty: see tm_trim_empty_hint */
+static atomic_bool tm_ever_freed;  /* a slice was freed: there is work for a pager */
+
+bool tm_trim_ever_freed(void) { return atomic_load_explicit(&tm_ever_freed, memory_order_relaxed); }
 static tm_segment *tm_all_segs;   /* every normal segment */
 static uint32_t tm_fork_gen = 1;  /* bumped when a fork child drops the lists; 0 = never listed */
 static tm_span *tm_orphans[TM_NUM_CLASSES];
@@ -255,6 +258,8 @@ void tm_slices_free(tm_span *s) {
   TM_ASSERT(!(seg->free_slices & m) && !(seg->purging_slices & m));
   seg->free_slices |= m;
   seg->dirty_slices |= m;
+  if (!atomic_load_explicit(&tm_ever_freed, memory_order_relaxed))
+    atomic_store_explicit(&tm_ever_freed, true, memory_order_relaxed);
   uint32_t now = tm_now_ms();
   /* free slices map to themselves (descriptors FREE or NONE), so that no
    * slice of a later span keeps pointing at a descriptor reused elsewhere */

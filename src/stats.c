@@ -23,6 +23,16 @@ TM_API void tide_get_stats(struct tide_stats *out) {
   out->segments_released = TM_STAT_GET(segments_released);
   out->purged_bytes = TM_STAT_GET(purged_bytes);
   out->pager_mode = tm_release_mode_name();
+  tm_pager_stats ps;
+  tm_pager_get_stats(&ps);
+  out->pager_running = ps.loop != TM_LOOP_NONE;
+  out->pager_loop = tm_pager_loop_name(ps.loop);
+  out->pager_started = ps.started;
+  out->pager_wakeups = ps.wakeups;
+  out->pager_rounds = ps.rounds;
+  out->pager_batches = ps.batches;
+  out->pager_syscalls = ps.syscalls;
+  out->pager_cpu_ns = ps.cpu_ns;
 }
 
 TM_API size_t tide_collect(void) {
@@ -89,7 +99,10 @@ TM_API void malloc_stats(void) {
       {"small span bytes = ", st.span_bytes},       {"large bytes      = ", st.large_bytes},
       {"huge bytes       = ", st.huge_bytes},       {"huge blocks      = ", st.huge_count},
       {"heaps            = ", st.heap_count},       {"segments unmapped= ", st.segments_released},
-      {"purged bytes     = ", st.purged_bytes},
+      {"purged bytes     = ", st.purged_bytes},     {"pager running    = ", (size_t)st.pager_running},
+      {"pager wakeups    = ", st.pager_wakeups},    {"pager rounds     = ", st.pager_rounds},
+      {"pager batches    = ", st.pager_batches},    {"release syscalls = ", st.pager_syscalls},
+      {"pager cpu ns     = ", st.pager_cpu_ns},
   };
   for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
     char storage[128];

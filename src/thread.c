@@ -165,7 +165,7 @@ static void tm_fork_child(void) {
     tm_segments_after_fork();
   tm_heap_shared_after_fork();
   tm_heap *me = tm_heap_tls;
-  if (me->state == TM_HEAP_ACTIVE && tm_lock_is_held(&me->lock)) {
+  if (me->state == TM_HEAP_ACTIVE && tm_heap_locked(me)) {
     me->state = TM_HEAP_DEAD;
     tm_heap_tls = &tm_heap_empty;
   } else if (me->state == TM_HEAP_ACTIVE) {
@@ -179,14 +179,19 @@ static void tm_fork_child(void) {
   }
   for (tm_heap *h = atomic_load(&tm_all_heaps); h; h = h->next_all) {
     if (h == tm_heap_tls || h->state != TM_HEAP_ACTIVE || tm_heap_is_shared(h)) continue;
-    if (tm_lock_is_held(&h->lock))
+    if (tm_heap_locked(h))
       h->state = TM_HEAP_DEAD;
     else
       tm_heap_abandon(h, true);
   }
+  tm_pager_after_fork();
 }
 
 /* ---- initialization -------------------------------------------------------- */
+/* libc is up: the thread key and fork handler are registered (the pager
+ * may create its thread from here on). */
+bool tm_front_ready(void) { return atomic_load_explicit(&tm_late_state, memory_order_acquire) == 2; }
+
 static atomic_int tm_init_state;
 
 void tm_init(void) {

@@ -38,6 +38,15 @@ struct tide_stats {
   size_t segments_released;  /* segments returned to the OS (munmap) so far */
   size_t purged_bytes;       /* bytes given back with madvise so far */
   const char *pager_mode;    /* "dontneed" or "free": how pages are given back */
+  /* the pager thread (doc/design.md, "The pager") */
+  int pager_running;         /* 1 while the pager thread runs */
+  const char *pager_loop;    /* how it waits: "io_uring", "poll", or "none" */
+  size_t pager_started;      /* times it was started (again after each fork) */
+  size_t pager_wakeups;      /* times it woke up */
+  size_t pager_rounds;       /* rounds of work it did */
+  size_t pager_batches;      /* batches of ranges it handed to the kernel */
+  size_t pager_syscalls;     /* system calls that gave memory back (any thread) */
+  size_t pager_cpu_ns;       /* CPU time the pager thread used */
 };
 
 /* Fill *out with current figures. Never allocates. */

@@ -35,8 +35,7 @@ static void tm_trim_header(tm_batch *b, tm_segment *seg) {
 }
 
 /* Dirty free slices of seg freed at least req->delay_ms ago, in runs. */
-static bool tm_trim_segment_slices(tm_batch *b, tm_segment *seg, const tm_trim_req *req, uint32_t *next_ms,
-                                   bool *pending) {
+static bool tm_trim_segment_slices(tm_batch *b, tm_segment *seg, const tm_trim_req *req, tm_due *due) {
   if (seg->busy_header) return false;
   uint64_t dirty = seg->free_slices & seg->dirty_slices;
   uint64_t expired = 0;
@@ -46,9 +45,7 @@ static bool tm_trim_segment_slices(tm_batch *b, tm_segment *seg, const tm_trim_r
     if (tm_older(req->now_ms, t, req->delay_ms)) {
       expired |= (uint64_t)1 << j;
     } else {
-      uint32_t due = t + req->delay_ms;
-      if (!*pending || (int32_t)(due - *next_ms) < 0) *next_ms = due;
-      *pending = true;
+      tm_due_at(due, t + req->delay_ms);
     }
   }
   while (expired) {
@@ -71,18 +68,17 @@ static bool tm_trim_segment_slices(tm_batch *b, tm_segment *seg, const tm_trim_r
   return false;
 }
 
-bool tm_trim_segments(tm_batch *b, const tm_trim_req *req, uint32_t *next_ms) {
-  bool pending = false, full;
+bool tm_trim_segments(tm_batch *b, const tm_trim_req *req, tm_due *due) {
+  bool full;
   tm_lock(&tm_global_lock);
   size_t keep = req->keep_no_empty ? 0 : (size_t)tm_opt.segment_cache;
   full = tm_trim_excess_empty(b, keep);
   for (tm_segment *seg = tm_segments_first(); seg && !full; seg = seg->all_next) {
     bool empty = (seg->free_slices | seg->purging_slices) == TM_DATA_SLICES_MASK;
     if (req->empty_only && !empty) continue;
-    full = tm_trim_segment_slices(b, seg, req, next_ms, &pending);
+    full = tm_trim_segment_slices(b, seg, req, due);
   }
   tm_unlock(&tm_global_lock);
-  if (!pending) *next_ms = req->now_ms + UINT32_MAX / 2; /* nothing waiting */
   return full;
 }
 

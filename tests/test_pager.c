@@ -1,0 +1,380 @@
+/* The pager, seen from outside: its thread, and memory that really goes
+ * back, measured from /proc (never from tidemalloc's own counters).
+ *
+ * Each scenario runs in a fresh process: the test re-executes this program
+ * with the scenario's name (and an environment of its choice), so that
+ * every scenario starts with a pager that has never run. A scenario prints
+ * what went wrong on stderr and exits 1; the test shows that text. Waits
+ * for memory to come back poll /proc every 10 ms and give up after several
+ * seconds: they assert that it happens, not how fast. */
+#define _GNU_SOURCE
+#include <check.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <tidemalloc.h>
+
+#include "testutil.h"
+
+static char self_exe[4096];
+
+/* ---- what a scenario can look at ------------------------------------------- */
+static long status_kb(const char *field) {
+  char buf[4096];
+  int fd = open("/proc/self/status", O_RDONLY);
+  if (fd < 0) return -1;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return -1;
+  buf[n] = 0;
+  char *p = strstr(buf, field);
+  return p ? strtol(p + strlen(field) + 1, NULL, 10) : -1;
+}
+static long rss_kb(void) { return status_kb("VmRSS"); }
+
+/* Number of this process's threads named `name`. Allocates nothing (raw
+ * getdents64 into a stack buffer): an opendir would itself start a pager. */
+static int threads_named(const char *name) {
+  int dfd = open("/proc/self/task", O_RDONLY | O_DIRECTORY);
+  if (dfd < 0) return -1;
+  char buf[8192];
+  int count = 0;
+  long n;
+  while ((n = syscall(SYS_getdents64, dfd, buf, sizeof buf)) > 0) {
+    for (long off = 0; off < n;) {
+      struct {
+        uint64_t ino;
+        int64_t off;
+        unsigned short reclen;
+        unsigned char type;
+        char name[];
+      } *d = (void *)(buf + off);
+      off += d->reclen;
+      if (d->name[0] == '.') continue;
+      char path[300], comm[64] = {0};
+      snprintf(path, sizeof path, "/proc/self/task/%s/comm", d->name);
+      int fd = open(path, O_RDONLY);
+      if (fd < 0) continue;
+      ssize_t len = read(fd, comm, sizeof comm - 1);
+      close(fd);
+      if (len > 0 && comm[len - 1] == '\n') comm[len - 1] = 0;
+      if (strcmp(comm, name) == 0) count++;
+    }
+  }
+  close(dfd);
+  return count;
+}
+
+static void sleep_ms(int ms) {
+  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  }
+}
+
+static int failed;
+static void problem(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "FAIL: ");
+  vfprintf(stderr, fmt, ap);
+  fprintf(stderr, "\n");
+  va_end(ap);
+  failed = 1;
+}
+
+/* Wait until VmRSS is at most limit_kb; returns the ms it took, or -1. */
+static int wait_rss_below(long limit_kb, int timeout_ms) {
+  for (int t = 0; t <= timeout_ms; t += 10) {
+    if (rss_kb() <= limit_kb) return t;
+    sleep_ms(10);
+  }
+  return -1;
+}
+
+/* A malloc path the compiler cannot take away (a large block never comes
+ * from a thread cache): the pager starts on one once there is work. */
+static void poke_malloc(void) {
+  static void *volatile sink;
+  sink = malloc(100 * 1024);
+  free(sink);
+}
+
+/* 96 MiB of 200 KB large blocks, every page touched. */
+enum { NBIG = 480, BIG = 200 * 1024 };
+static void *big[NBIG];
+static void alloc_big(void) {
+  for (int i = 0; i < NBIG; i++) {
+    big[i] = malloc(BIG);
+    if (!big[i]) abort();
+    memset(big[i], 0x5a, BIG);
+  }
+}
+
+/* ---- scenarios ------------------------------------------------------------- */
+/* Lazy start: no thread until some memory has been freed. */
+static void sc_lazy(void) {
+  struct tide_stats st;
+  static void *volatile sink;
+  for (int i = 0; i < 1000; i++) sink = malloc((size_t)(i % 200) * 16 + 1); /* small blocks: no slice freed */
+  (void)sink;
+  tide_get_stats(&st);
+  if (st.pager_running || threads_named("tide-pager"))
+    problem("the pager runs before anything was freed (running=%d threads=%d)", st.pager_running,
+         threads_named("tide-pager"));
+  alloc_big();
+  for (int i = 0; i < NBIG; i += 2) free(big[i]);
+  poke_malloc();
+  tide_get_stats(&st);
+  if (!st.pager_running || st.pager_started != 1) problem("no pager after frees (running=%d started=%zu)", st.pager_running, st.pager_started);
+  if (threads_named("tide-pager") != 1) problem("%d threads named tide-pager", threads_named("tide-pager"));
+}
+
+/* Free slices in segments still in use go back once the delay passes, and
+ * then the pager sleeps: no wakeups at all while nothing changes. */
+static void sc_rss_drop(void) {
+  long base = rss_kb();
+  alloc_big();
+  long full = rss_kb();
+  for (int i = 0; i < NBIG; i += 2) free(big[i]);
+  poke_malloc();
+  long half_kb = (long)(NBIG / 2) * (BIG / 1024);
+  int t = wait_rss_below(full - half_kb * 8 / 10, 5000);
+  if (t < 0) problem("RSS %ld KiB after freeing half of %ld KiB (base %ld): not given back", rss_kb(), full, base);
+  sleep_ms(300); /* let it finish and go to sleep */
+  struct tide_stats a, b;
+  tide_get_stats(&a);
+  sleep_ms(1000);
+  tide_get_stats(&b);
+  if (b.pager_wakeups != a.pager_wakeups)
+    problem("the pager woke %zu times in 1 s with nothing to do", b.pager_wakeups - a.pager_wakeups);
+  if (b.pager_cpu_ns - a.pager_cpu_ns > 10000000) problem("the pager used %zu ns of CPU in 1 s idle", b.pager_cpu_ns - a.pager_cpu_ns);
+  for (int i = 1; i < NBIG; i += 2) free(big[i]);
+  poke_malloc();
+  if (wait_rss_below(base + 4096, 5000) < 0) problem("RSS %ld KiB after freeing everything (base %ld)", rss_kb(), base);
+  tide_get_stats(&b);
+  if (b.pager_wakeups == a.pager_wakeups) problem("the front end did not wake the sleeping pager");
+}
+
+/* TIDE_PAGER=0: no thread; free slices of a segment in use stay resident
+ * (the A/B baseline), empty segments still go back at once. */
+static void sc_disabled(void) {
+  long base = rss_kb();
+  alloc_big();
+  long full = rss_kb();
+  for (int i = 0; i < NBIG; i += 2) free(big[i]);
+  poke_malloc();
+  sleep_ms(400);
+  struct tide_stats st;
+  tide_get_stats(&st);
+  if (st.pager_running || st.pager_started || threads_named("tide-pager")) problem("a pager thread runs with TIDE_PAGER=0");
+  if (rss_kb() < full - 8192) problem("RSS fell from %ld to %ld KiB without a pager", full, rss_kb());
+  for (int i = 1; i < NBIG; i += 2) free(big[i]);
+  if (rss_kb() > base + 8192) problem("empty segments kept: RSS %ld KiB, base %ld", rss_kb(), base);
+}
+
+/* The loop runs on io_uring where it can, and on poll(2) where io_uring is
+ * refused (here by a seccomp filter, as a container runtime might). */
+static void deny_io_uring(void) {
+  struct sock_filter f[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  struct sock_fprog prog = {sizeof f / sizeof f[0], f};
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0)
+    problem("cannot install the seccomp filter: %s", strerror(errno));
+}
+
+static void check_loop(const char *want) {
+  long base = rss_kb();
+  alloc_big();
+  long full = rss_kb();
+  for (int i = 0; i < NBIG; i += 2) free(big[i]);
+  poke_malloc();
+  struct tide_stats st;
+  tide_get_stats(&st);
+  if (strcmp(st.pager_loop, want) != 0) problem("the pager waits with %s, not %s", st.pager_loop, want);
+  if (wait_rss_below(full - (long)(NBIG / 2) * (BIG / 1024) * 8 / 10, 5000) < 0)
+    problem("RSS %ld KiB (full %ld, base %ld): nothing given back", rss_kb(), full, base);
+}
+
+static void sc_loop_uring(void) {
+  int fd = (int)syscall(__NR_io_uring_setup, 1, &(char[120]){0});
+  if (fd < 0) {
+    printf("SKIP: io_uring_setup refused here (%s)\n", strerror(errno));
+    return;
+  }
+  close(fd);
+#ifdef TIDETEST_HAVE_LIBURING
+  check_loop("io_uring");
+#else
+  check_loop("poll");
+#endif
+}
+
+static void sc_loop_poll(void) {
+  deny_io_uring();
+  check_loop("poll");
+}
+
+/* fork: the child has no pager thread until it has work, then starts its
+ * own, which gives the child's memory back; the parent's keeps running. */
+static void sc_fork(void) {
+  alloc_big();
+  for (int i = 0; i < NBIG; i += 2) free(big[i]);
+  poke_malloc();
+  struct tide_stats st;
+  tide_get_stats(&st);
+  if (!st.pager_running) problem("no pager in the parent");
+  pid_t pid = fork();
+  if (pid == 0) {
+    tide_get_stats(&st);
+    if (st.pager_running || threads_named("tide-pager")) problem("child: a pager thread right after fork");
+    long full = rss_kb();
+    for (int i = 1; i < NBIG; i += 2) free(big[i]);
+    poke_malloc();
+    tide_get_stats(&st);
+    if (!st.pager_running || threads_named("tide-pager") != 1) problem("child: the pager did not start again");
+    if (wait_rss_below(full - (long)(NBIG / 2) * (BIG / 1024) * 8 / 10, 5000) < 0)
+      problem("child: RSS %ld KiB from %ld: nothing given back", rss_kb(), full);
+    _exit(failed);
+  }
+  int status;
+  if (wait_with_timeout(pid, &status, 30) != 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    problem("the child failed (status 0x%x)", status);
+  tide_get_stats(&st);
+  if (!st.pager_running || threads_named("tide-pager") != 1) problem("parent: pager gone after fork");
+}
+
+/* fork again and again while the pager is busy giving memory back: every
+ * child must find a consistent heap, allocate, and exit cleanly. */
+static void sc_fork_busy(void) {
+  for (int round = 0; round < 20; round++) {
+    alloc_big();
+    for (int i = 0; i < NBIG; i += 3) free(big[i]);
+    poke_malloc();
+    pid_t pid = fork();
+    if (pid == 0) {
+      if (tide_heap_check() != 0) _exit(2);
+      for (int i = 0; i < NBIG; i++)
+        if (i % 3) free(big[i]);
+      void *p[256];
+      for (int i = 0; i < 256; i++) {
+        p[i] = malloc((size_t)(i + 1) * 1000);
+        if (!p[i]) _exit(3);
+        memset(p[i], 1, (size_t)(i + 1) * 1000);
+      }
+      for (int i = 0; i < 256; i++) free(p[i]);
+      printf("%s", ""); /* stdio in the child */
+      _exit(tide_heap_check() != 0 ? 4 : 0);
+    }
+    for (int i = 0; i < NBIG; i++)
+      if (i % 3) free(big[i]);
+    int status;
+    if (wait_with_timeout(pid, &status, 30) != 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      problem("round %d: child status 0x%x", round, status);
+      return;
+    }
+  }
+}
+
+static const struct {
+  const char *name;
+  void (*run)(void);
+} scenarios[] = {
+    {"lazy", sc_lazy},         {"rss_drop", sc_rss_drop}, {"disabled", sc_disabled}, {"loop_uring", sc_loop_uring},
+    {"loop_poll", sc_loop_poll}, {"fork", sc_fork},       {"fork_busy", sc_fork_busy},
+};
+
+/* ---- the Check side ---------------------------------------------------------- */
+/* Run scenario `name` in a fresh process with `env` (NULL-terminated
+ * "NAME=value" strings added to a clean environment). */
+static void run_scenario(const char *name, const char *const *env) {
+  int out[2];
+  ck_assert_int_eq(pipe(out), 0);
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    dup2(out[1], 1);
+    dup2(out[1], 2);
+    close(out[0]);
+    close(out[1]);
+    /* the environment as it is (libtool's LD_LIBRARY_PATH among it),
+     * without TIDE_* variables, plus the scenario's */
+    extern char **environ;
+    char *envp[256];
+    int n = 0;
+    for (char **e = environ; *e && n < 240; e++)
+      if (strncmp(*e, "TIDE_", 5) != 0) envp[n++] = *e;
+    for (int i = 0; env && env[i] && n < 255; i++) envp[n++] = (char *)env[i];
+    envp[n] = NULL;
+    execle(self_exe, self_exe, name, (char *)NULL, envp);
+    _exit(127);
+  }
+  close(out[1]);
+  char text[4096];
+  size_t len = 0;
+  ssize_t r;
+  while (len < sizeof text - 1 && (r = read(out[0], text + len, sizeof text - 1 - len)) > 0) len += (size_t)r;
+  text[len] = 0;
+  close(out[0]);
+  int status;
+  int w = wait_with_timeout(pid, &status, 60);
+  ck_assert_msg(w == 0, "scenario %s hung", name);
+  ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "scenario %s (status 0x%x):\n%s", name, status, text);
+  if (strncmp(text, "SKIP", 4) == 0) fprintf(stderr, "%s: %s", name, text);
+}
+
+START_TEST(t_lazy) { run_scenario("lazy", NULL); }
+END_TEST
+START_TEST(t_rss_drop) { run_scenario("rss_drop", NULL); }
+END_TEST
+START_TEST(t_disabled) {
+  const char *env[] = {"TIDE_PAGER=0", NULL};
+  run_scenario("disabled", env);
+}
+END_TEST
+START_TEST(t_loop_uring) { run_scenario("loop_uring", NULL); }
+END_TEST
+START_TEST(t_loop_poll) { run_scenario("loop_poll", NULL); }
+END_TEST
+START_TEST(t_fork) { run_scenario("fork", NULL); }
+END_TEST
+START_TEST(t_fork_busy) { run_scenario("fork_busy", NULL); }
+END_TEST
+
+int main(int argc, char **argv) {
+  if (argc == 2) {
+    for (size_t i = 0; i < sizeof scenarios / sizeof scenarios[0]; i++) {
+      if (strcmp(argv[1], scenarios[i].name) == 0) {
+        scenarios[i].run();
+        return failed;
+      }
+    }
+    fprintf(stderr, "unknown scenario %s\n", argv[1]);
+    return 2;
+  }
+  ssize_t n = readlink("/proc/self/exe", self_exe, sizeof self_exe - 1);
+  if (n <= 0) return 2;
+  self_exe[n] = 0;
+  Suite *su = suite_create("pager");
+  TCase *tc = tcase_create("thread");
+  tcase_set_timeout(tc, 120);
+  tcase_add_test(tc, t_lazy);
+  tcase_add_test(tc, t_rss_drop);
+  tcase_add_test(tc, t_disabled);
+  tcase_add_test(tc, t_loop_uring);
+  tcase_add_test(tc, t_loop_poll);
+  tcase_add_test(tc, t_fork);
+  tcase_add_test(tc, t_fork_busy);
+  suite_add_tcase(su, tc);
+  SRunner *sr = srunner_create(su);
+  srunner_run_all(sr, CK_NORMAL);
+  int nf = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return nf ? EXIT_FAILURE : EXIT_SUCCESS;
+}
