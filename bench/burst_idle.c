@@ -56,8 +56,12 @@ static void **blk;		/* per block */
 static uint32_t *order;		/* free order: a permutation of blocks */
 static pthread_barrier_t barrier;
 
+static uint64_t size_min, size_max; /* both 0: the mix above */
+
 static size_t draw_size(uint64_t *rng)
 {
+	if (size_max)
+		return wl_range(rng, size_min, size_max);
 	uint64_t u = wl_below(rng, 1000000);
 
 	if (u < 966700)
@@ -151,11 +155,18 @@ int main(int argc, char **argv)
 		{ "idle_ms", &idle_ms, 0, 3600000,
 		  "length of each idle period in ms", 0, 0 },
 		{ "seed", &seed, 0, UINT64_MAX, "random seed", 0, 0 },
+		{ "min", &size_min, 0, MAX_BLOCK,
+		  "with max: sizes uniform in min..max instead of the mix", 0, 0 },
+		{ "max", &size_max, 0, MAX_BLOCK,
+		  "largest size (0: the mix)", 0, 0 },
 	};
 	wl_parse(PROG, "Allocate a burst, free most of it, idle, free the "
 		 "rest, idle; prints VmRSS at each phase.", argc, argv, opts,
 		 WL_NOPTS(opts));
 	nthreads = (unsigned)threads;
+	if (size_max && (size_min < 16 || size_min > size_max))
+		wl_usage(PROG, "", opts, WL_NOPTS(opts),
+			 "min must be in 16..max when max is given");
 	t_start = wl_now();
 
 	/* Draw every size up front (bookkeeping is mmap'ed, not malloc'ed).

@@ -57,13 +57,17 @@ static inline void tm_batch_add(tm_batch *b, uintptr_t addr, size_t len, void *o
 }
 
 /* ---- what the pager asks of the front end (src/trim.c) -------------------- */
-/* What a round wants: free slices and pages idle for at least `delay_ms`
- * (0: everything free now); `empty_only`: only empty segments (the
- * synchronous mode without a pager thread); `keep_no_empty`: unmap every
- * empty segment, whatever TIDE_SEGMENT_CACHE keeps. */
+/* What a round wants: free slices and pages idle for at least `delay_ms`;
+ * heaps with no slow path for `idle_ms` treated as idle; `all`: every heap
+ * as idle and everything free now (pressure, tide_purge); `empty_only`:
+ * only empty segments (the synchronous mode without a pager thread);
+ * `keep_no_empty`: unmap every empty segment, whatever TIDE_SEGMENT_CACHE
+ * keeps. */
 typedef struct tm_trim_req {
   uint32_t now_ms;
   uint32_t delay_ms;
+  uint32_t idle_ms;
+  bool all;
   bool empty_only;
   bool keep_no_empty;
 } tm_trim_req;
@@ -83,12 +87,22 @@ static inline void tm_due_at(tm_due *d, uint32_t t) {
  * into b. Returns true when b filled up before everything was taken;
  * notes in *due when the rest will be old enough. */
 bool tm_trim_segments(tm_batch *b, const tm_trim_req *req, tm_due *due);
+/* The same for the heaps, from *cursor on (NULL: the first); on a full
+ * batch *cursor is where to go on. */
+bool tm_trim_heaps(tm_batch *b, const tm_trim_req *req, tm_due *due, struct tm_heap **cursor);
+/* The same for the spans of exited threads. */
+bool tm_trim_orphans(tm_batch *b, const tm_trim_req *req, tm_due *due);
+/* Has any heap done anything since the trimmer last looked? Has a thread
+ * freed into an orphan? */
+bool tm_trim_heaps_pending(void);
+bool tm_trim_orphans_pending(void);
 /* Put back what the release took (clean, when it went through). */
 void tm_trim_done(tm_batch *b);
 /* True (once) when a segment became empty since the last call. */
 bool tm_trim_empty_hint(void);
-/* True once any slice has been freed (there is work for a pager). */
-bool tm_trim_ever_freed(void);
+/* Is there work for a pager: has any slice been freed, or does the heap
+ * span more than one segment (it will have memory to give back then)? */
+bool tm_trim_has_work(void);
 /* The calling thread is the pager: it must never allocate. */
 void tm_front_mark_pager_thread(void);
 /* The front end is far enough in its initialization to create threads. */
@@ -100,6 +114,7 @@ uint32_t tm_now_ms(void);
 typedef struct tm_pager_opts {
   int enabled;  /* TIDE_PAGER: 0 = no pager thread (empty segments released at once) */
   int delay_ms; /* TIDE_PAGER_DELAY_MS: how long free memory stays before it goes back */
+  int idle_ms;  /* TIDE_PAGER_IDLE_MS: a thread without a slow path this long is idle */
 } tm_pager_opts;
 extern tm_pager_opts tm_pager_opt;
 
@@ -126,6 +141,10 @@ void tm_pager_activity(void);
 void tm_pager_maybe_start(void);
 /* In a fork child: the thread is gone; it starts again when needed. */
 void tm_pager_after_fork(void);
+/* Hold the pager between rounds (and let it go): for tests that walk the
+ * heaps while it could be working on them. */
+void tm_pager_pause(void);
+void tm_pager_resume(void);
 /* Collect, release and give back now, on the calling thread; returns the
  * bytes the kernel took. */
 size_t tm_pager_trim_now(const tm_trim_req *req);

@@ -23,6 +23,9 @@ void tm_loop_after_fork(void);
 /* One round of work at time now; returns milliseconds until the next round
  * is due, or -1 when nothing is pending. `pressure`: the kernel asked. */
 int tm_policy_round(uint32_t now, bool pressure);
+/* Collect, release and give back what req asks for, in batches of b;
+ * returns the bytes the kernel took. */
+size_t tm_policy_collect(const tm_trim_req *req, tm_batch *b, tm_due *due);
 /* Before sleeping without a deadline: has anything happened since the last
  * round that the round would act on? */
 bool tm_policy_pending(void);

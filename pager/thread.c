@@ -30,6 +30,9 @@ tm_pager_stats tm_pstat;
 
 enum { TM_PS_OFF = 0, TM_PS_STARTING, TM_PS_RUNNING, TM_PS_FAILED };
 static atomic_int tm_pstate;
+/* One trimmer at a time: the pager's rounds and tide_purge() (src/trim.c
+ * keeps per-heap state with one writer). Never taken by malloc or free. */
+static pthread_mutex_t tm_trim_mutex = PTHREAD_MUTEX_INITIALIZER;
 static atomic_int tm_asleep; /* 1 while waiting with no deadline */
 static pthread_t tm_ptid;
 
@@ -39,7 +42,9 @@ static void *tm_pager_main(void *arg) {
   tm_front_mark_pager_thread();
   bool pressure = false;
   for (;;) {
+    pthread_mutex_lock(&tm_trim_mutex);
     int next = tm_policy_round(tm_now_ms(), pressure);
+    pthread_mutex_unlock(&tm_trim_mutex);
     TM_PSTAT_ADD(rounds, 1);
     pressure = false;
     if (next < 0) {
@@ -62,7 +67,7 @@ static void *tm_pager_main(void *arg) {
 /* ---- starting it --------------------------------------------------------------- */
 void tm_pager_maybe_start(void) {
   if (TM_PAGER_LIKELY(atomic_load_explicit(&tm_pstate, memory_order_relaxed) != TM_PS_OFF)) return;
-  if (!tm_pager_opt.enabled || !tm_trim_ever_freed() || !tm_front_ready()) return;
+  if (!tm_pager_opt.enabled || !tm_trim_has_work() || !tm_front_ready()) return;
   int expect = TM_PS_OFF;
   if (!atomic_compare_exchange_strong(&tm_pstate, &expect, TM_PS_STARTING)) return;
   int saved = errno;
@@ -98,28 +103,32 @@ void tm_pager_activity(void) {
     return;
   }
   if (!tm_trim_empty_hint()) return;
-  tm_trim_req req = {tm_now_ms(), 0, true, false};
+  tm_trim_req req = {.now_ms = tm_now_ms(), .empty_only = true};
   tm_pager_trim_now(&req);
 }
 
 /* Collect, release and give back until nothing is left; returns the bytes
  * the kernel took. A small batch on the stack: callers may be on a thread
- * with a small stack, and a round of 16 ranges is already one syscall each. */
+ * with a small stack, and a batch of 32 ranges is already one syscall each
+ * where process_madvise is refused. Segments only (empty_only) need no
+ * turn: they are taken under the global lock alone. */
 size_t tm_pager_trim_now(const tm_trim_req *req) {
-  tm_release storage[16];
-  tm_batch b = {0, 16, 0, storage};
-  size_t bytes = 0;
-  bool more;
-  do {
-    tm_due due = {false, 0};
-    more = tm_trim_segments(&b, req, &due);
-    bytes += tm_release_run(&b);
-    tm_trim_done(&b);
-  } while (more);
+  tm_release storage[32];
+  tm_batch b = {0, 32, 0, storage};
+  tm_due due = {false, 0};
+  if (req->empty_only) return tm_policy_collect(req, &b, &due);
+  pthread_mutex_lock(&tm_trim_mutex);
+  size_t bytes = tm_policy_collect(req, &b, &due);
+  pthread_mutex_unlock(&tm_trim_mutex);
   return bytes;
 }
 
+/* Between rounds, hold the pager still (tests that inspect the heaps). */
+void tm_pager_pause(void) { pthread_mutex_lock(&tm_trim_mutex); }
+void tm_pager_resume(void) { pthread_mutex_unlock(&tm_trim_mutex); }
+
 void tm_pager_after_fork(void) {
+  pthread_mutex_init(&tm_trim_mutex, NULL); /* the pager may have held it */
   int st = atomic_load(&tm_pstate);
   if (st == TM_PS_RUNNING || st == TM_PS_STARTING) {
     tm_loop_after_fork();

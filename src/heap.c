@@ -133,7 +133,7 @@ void tm_heap_drain_remote(tm_heap *h, bool forced) {
     /* Only a fork child that returned into an interrupted notice can have
      * put someone else's span here (unsupported; see design.md): skip it. */
     if (TM_UNLIKELY(tm_span_kind(s) != TM_SPAN_SMALL || tm_span_owner(s) != h)) continue;
-    tm_span_collect_list(s, tm_notice_take(s, forced));
+    tm_span_collect_word(s, tm_notice_take(s, forced));
     if (s->queue != TM_Q_NONE) tm_heap_reconsider(h, s, false);
   }
 }
@@ -362,7 +362,7 @@ static void *tm_alloc_shared(unsigned c) {
     h = tm_heap_create();
     if (h) {
       for (unsigned k = 0; k < TM_NUM_CLASSES; k++) h->cache[k].cap = 0;
-      h->state = TM_HEAP_ACTIVE;
+      tm_heap_set_state(h, TM_HEAP_ACTIVE);
       tm_heap_shared = h;
     }
   }
@@ -385,15 +385,15 @@ void tm_front_mark_pager_thread(void) { tm_heap_tls = &tm_heap_pager; }
  * there) and make a new one on next use. */
 void tm_heap_shared_after_fork(void) {
   if (!tm_lock_is_held(&tm_shared_lock)) return;
-  if (tm_heap_shared) tm_heap_shared->state = TM_HEAP_DEAD;
+  if (tm_heap_shared) tm_heap_set_state(tm_heap_shared, TM_HEAP_DEAD);
   tm_heap_shared = NULL;
   atomic_store(&tm_shared_lock.held, 0);
 }
 
 void *tm_alloc_slow(tm_heap *h, unsigned c) {
-  if (TM_UNLIKELY(h->state != TM_HEAP_ACTIVE)) {
+  if (TM_UNLIKELY(tm_heap_state(h) != TM_HEAP_ACTIVE)) {
     TM_ASSERT(h != &tm_heap_pager); /* the pager allocated */
-    if (h->state == TM_HEAP_EXITING) return tm_alloc_shared(c);
+    if (tm_heap_state(h) == TM_HEAP_EXITING) return tm_alloc_shared(c);
     h = tm_heap_new_for_thread();
     if (!h) {
       errno = ENOMEM;
@@ -460,10 +460,10 @@ void tm_free_local_bad(void *p, tm_span *s) {
 }
 
 /* ---- whole-heap operations ------------------------------------------------ */
-/* Everything the owner can give back without help: caches flushed, remote
- * frees collected, every empty span retired (h->lock held). */
-static void tm_heap_collect_locked(tm_heap *h) {
-  tm_heap_flush_caches(h);
+/* Remote frees collected, pages given back applied, and every empty span
+ * retired, the current ones and the spare included (h->lock held; the
+ * pager calls this for an idle heap, which is why it leaves the caches). */
+void tm_heap_retire_empty(tm_heap *h) {
   tm_heap_drain_remote(h, false);
   for (unsigned c = 0; c < TM_NUM_CLASSES; c++) {
     tm_span *cur = h->cur[c];
@@ -488,16 +488,21 @@ static void tm_heap_collect_locked(tm_heap *h) {
   }
 }
 
+/* Everything the owner can give back without help: its caches flushed,
+ * then tm_heap_retire_empty. */
 void tm_heap_collect_all(tm_heap *h) {
-  if (h->state != TM_HEAP_ACTIVE) return;
+  if (tm_heap_state(h) != TM_HEAP_ACTIVE) return;
   tm_heap_lock(h);
-  tm_heap_collect_locked(h);
+  tm_heap_flush_caches(h);
+  tm_heap_retire_empty(h);
   tm_heap_unlock(h);
 }
 
+tm_heap *tm_heap_shared_get(void) { return tm_heap_shared; }
+
 int tm_heap_check_locked(tm_heap *h) {
   int problems = 0;
-  if (h->state != TM_HEAP_ACTIVE) return 0;
+  if (tm_heap_state(h) != TM_HEAP_ACTIVE) return 0;
   for (unsigned c = 0; c < TM_NUM_CLASSES; c++) {
     tm_span *cur = h->cur[c];
     if (cur != &tm_empty_span) {
@@ -535,7 +540,7 @@ int tm_heap_check_locked(tm_heap *h) {
 }
 
 int tm_heap_check(tm_heap *h) {
-  if (h->state != TM_HEAP_ACTIVE) return 0;
+  if (tm_heap_state(h) != TM_HEAP_ACTIVE) return 0;
   tm_heap_lock(h);
   int problems = tm_heap_check_locked(h);
   tm_heap_unlock(h);

@@ -101,7 +101,7 @@ typedef struct tm_span {
   uint32_t capacity; /* number of blocks */
   uint16_t used;     /* live blocks + blocks in flight (cache, thread_free) */
   uint8_t div_shift; /* block_size = odd * 2^div_shift */
-  uint8_t reserved;
+  uint8_t changed;   /* blocks were freed into the bitmap since the pager's last look */
   uint8_t size_class;
   _Atomic uint8_t kind; /* enum tm_span_kind; read by other threads on free */
   uint8_t queue;        /* enum tm_span_queue */
@@ -123,7 +123,17 @@ typedef struct tm_span {
 
 #define TM_HEAP_FULL_TAG ((uintptr_t)1)
 
-/* Notice states in the low bits of thread_free (src/remote.c). */
+/* The OS pages of a small span, bit i = page i from its first slice (a span
+ * has at most 4 slices, 64 pages). Kept beside the descriptors, in the
+ * segment header: only slow paths and the pager look at them. */
+typedef struct tm_span_pages {
+  _Atomic uint64_t back; /* purged by a release, not yet put back in the bitmap */
+  uint64_t purged;       /* purged and not touched since (span's lock) */
+  uint64_t seen_free;    /* wholly free at the pager's last visit (span's lock) */
+} tm_span_pages;
+
+/* thread_free: blocks | TM_TF_BACK | notice state (src/remote.c). */
+#define TM_TF_BACK ((uintptr_t)4) /* the pager gave pages back (tm_span_pages.back) */
 enum tm_notice {
   TM_NOTICE_IDLE = 0,   /* owner not told: the next remote free tells it */
   TM_NOTICE_BUSY = 1,   /* a remote freer is telling the owner now */
@@ -153,6 +163,7 @@ typedef struct tm_segment {
   struct tm_segment *next, *prev;         /* its list */
   struct tm_segment *all_next, *all_prev; /* every normal segment */
   uint32_t slice_freed_ms[TM_SLICES];     /* when each free slice was freed */
+  tm_span_pages span_pages[TM_SLICES];    /* per span: its OS pages (span.c) */
   /* Descriptors are two cache lines; the first is all a free reads, and
    * the hot lines of all 64 spans share two pages. */
   tm_span spans[TM_SLICES] __attribute__((aligned(64)));
@@ -195,12 +206,25 @@ typedef struct tm_heap {
   tm_queue full;
   tm_span *_Atomic remote_spans; /* spans that received cross-thread frees */
   _Atomic uint32_t lock_seq;     /* the slow-path lock, odd while held (heap.c) */
-  uint32_t state;
+  _Atomic uint32_t state;        /* enum tm_heap_state; the pager reads it */
   _Atomic uint32_t flush_request; /* the pager wants the caches back */
   uint32_t check_count;           /* debug: periodic consistency checks */
+  /* the trimmer's view of the heap (src/trim.c; one trimmer at a time) */
+  uint32_t trim_seq;       /* lock_seq after its last visit */
+  uint32_t trim_change_ms; /* when it last saw the heap active */
+  uint32_t trim_visit_ms;  /* when it last looked at the spans */
+  uint8_t trim_done;       /* idle, and everything it could do is done */
+  uint8_t trim_flush_asked;
   struct tm_heap *next_all;  /* list of every heap ever made (never freed) */
   struct tm_heap *next_pool; /* pool of heaps of exited threads */
 } tm_heap;
+
+TM_INLINE unsigned tm_heap_state(const tm_heap *h) {
+  return atomic_load_explicit(&((tm_heap *)h)->state, memory_order_relaxed);
+}
+TM_INLINE void tm_heap_set_state(tm_heap *h, unsigned st) {
+  atomic_store_explicit(&h->state, st, memory_order_relaxed);
+}
 
 /* ---- globals (heap.c, segment.c, options.c) ------------------------------ */
 extern tm_span tm_empty_span;
@@ -231,7 +255,9 @@ typedef struct tm_counters {
   atomic_size_t huge_count;
   atomic_size_t heap_count;
   atomic_size_t segments_released;
-  atomic_size_t purged_bytes;
+  atomic_size_t purged_bytes;      /* given back with madvise, all kinds */
+  atomic_size_t span_pages_purged; /* of which pages inside live spans */
+  atomic_size_t refault_bytes;     /* purged pages of live spans handed out again */
 } tm_counters;
 extern tm_counters tm_stat;
 
@@ -281,6 +307,7 @@ size_t tm_segments_empty_count(void);
 void tm_segment_forget(struct tm_segment *seg);
 void tm_orphan_push(tm_span *s);            /* global lock held */
 tm_span *tm_orphan_take(unsigned c);        /* global lock held */
+tm_span *tm_orphans_first(unsigned c);      /* global lock held */
 size_t tm_orphans_sweep(void);              /* global lock held */
 void *tm_meta_alloc(size_t size);           /* global lock held; zeroed, never freed */
 void tm_global_reset_after_fork(void);
@@ -326,7 +353,7 @@ TM_INLINE uint64_t tm_span_index(const tm_span *s, const void *p) {
 void tm_span_init_small(tm_span *s, unsigned c, struct tm_heap *owner);
 bool tm_span_refresh(tm_span *s); /* recompute summary; true if a block is free */
 void tm_span_collect(tm_span *s); /* move thread_free blocks into the bitmap */
-void tm_span_collect_list(tm_span *s, tm_block *b);
+void tm_span_collect_word(tm_span *s, uintptr_t taken);
 bool tm_span_free_block(tm_span *s, void *p, uint32_t idx); /* false: double free, reported */
 void tm_span_retire(tm_span *s);  /* give the slices back (global lock NOT held) */
 bool tm_class_needs_bitmap(unsigned c, unsigned nslices);
@@ -334,6 +361,10 @@ bool tm_span_block_index(tm_span *s, const void *p, uint32_t *idx);
 size_t tm_span_live_pages(tm_span *s, uint64_t *page_bits, size_t nwords);
 int tm_span_check(tm_span *s, tm_heap *expected_owner);
 void tm_span_resync(tm_span *s); /* after fork: recount used, rebuild summary */
+tm_span_pages *tm_span_pg(tm_span *s);
+uint64_t tm_span_free_pages(tm_span *s);
+unsigned tm_span_reserve_pages(tm_span *s, uint64_t pages);
+uintptr_t tm_span_page_addr(tm_span *s, unsigned page);
 
 /* Take up to n free blocks, lowest address first, into out[]; returns how
  * many. Writes no block memory (the caller clears the free key of a block
@@ -348,9 +379,9 @@ TM_INLINE void *tm_span_pop(tm_span *s) {
 
 /* ---- the cross-thread handoff (remote.c) -------------------------------- */
 void tm_remote_free(tm_span *s, void *p);
-void tm_span_signal(tm_span *s);
-tm_block *tm_span_take_remote(tm_span *s);
-tm_block *tm_notice_take(tm_span *s, bool forced);
+void tm_span_give_back(tm_span *s);
+uintptr_t tm_span_take_remote(tm_span *s);
+uintptr_t tm_notice_take(tm_span *s, bool forced);
 unsigned tm_notice_close(tm_span *s, bool forced);
 void tm_notice_open(tm_span *s);
 void tm_notice_init(tm_span *s, bool owned);
@@ -389,6 +420,8 @@ TM_INLINE uint64_t tm_free_key(const tm_heap *h) {
 void tm_free_other(void *p, tm_span *s, const char *who);
 void tm_free_slow(void *p, const char *who);
 void tm_heap_collect_all(tm_heap *h);
+void tm_heap_retire_empty(tm_heap *h);
+tm_heap *tm_heap_shared_get(void);
 int tm_heap_check(tm_heap *h);
 int tm_heap_check_locked(tm_heap *h);
 size_t tm_stranded_spans(size_t *blocks_out); /* test hook */

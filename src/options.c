@@ -17,6 +17,7 @@ tm_options tm_opt = {
 tm_pager_opts tm_pager_opt = {
     .enabled = 1,
     .delay_ms = 100,
+    .idle_ms = 250,
 };
 
 typedef struct {
@@ -29,6 +30,7 @@ static const tm_knob tm_knobs[] = {
     {"TIDE_ABORT_ON_ERROR", &tm_opt.abort_on_error, 0, 1},
     {"TIDE_PAGER", &tm_pager_opt.enabled, 0, 1},
     {"TIDE_PAGER_DELAY_MS", &tm_pager_opt.delay_ms, 0, 600000},
+    {"TIDE_PAGER_IDLE_MS", &tm_pager_opt.idle_ms, 0, 600000},
     {"TIDE_SEGMENT_CACHE", &tm_opt.segment_cache, 0, 1024},
     {"TIDE_SHOW_STATS", &tm_opt.show_stats, 0, 1},
     {"TIDE_VERBOSE", &tm_opt.verbose, 0, 1},

@@ -1,10 +1,12 @@
 /* The cross-thread handoff: how a block freed by a thread that does not own
- * its span reaches the span's owner, and how ownership changes without
- * losing one (doc/design.md, "Cross-thread frees").
+ * its span reaches the span's owner, how the pager's purged pages come back
+ * the same way, and how ownership changes without losing either (doc/
+ * design.md, "Cross-thread frees").
  *
  * A span's thread_free word holds the list of blocks other threads freed
- * (linked through word 0 of the blocks; blocks are 16-byte aligned) and, in
- * its two low bits, the notice state:
+ * (linked through word 0 of the blocks; blocks are 16-byte aligned), a flag
+ * BACK (the pager put pages in tm_span_pages.back), and, in its two low
+ * bits, the notice state:
  *
  *   IDLE    the owner has not been told; the next remote free tells it
  *   BUSY    a remote freer is telling the owner right now: the owner cannot
@@ -13,26 +15,31 @@
  *   NEVER   there is no owner to tell (orphan, retired); frees just push
  *
  * Rules that make it safe:
- *   - only a remote freer moves IDLE -> BUSY -> QUEUED, and it reads the
- *     owner only after winning IDLE -> BUSY, so it tells the current owner;
+ *   - only a remote freer (or the pager) moves IDLE -> BUSY -> QUEUED, and
+ *     it reads the owner only after winning IDLE -> BUSY, so it tells the
+ *     current owner;
  *   - a span is on a remote list exactly while BUSY (after the push) or
  *     QUEUED, so nothing on a list is ever retired (retiring needs used == 0
  *     and IDLE or NEVER) and no list entry points into a released segment;
+ *   - the CAS that pushes a block or sets BACK is the pusher's last touch of
+ *     the span; until the owner takes that word, the block (or the pages
+ *     BACK announces) count in used, so the span stays alive;
  *   - every ownership change waits out BUSY (tm_notice_close) and goes
  *     through NEVER; a new owner opens the span again (tm_notice_open). */
 #include "internal.h"
 
 #define TM_TF_STATE ((uintptr_t)3)
+#define TM_TF_FLAGS ((uintptr_t)(TM_TF_STATE | TM_TF_BACK))
 
 TM_INLINE unsigned tm_tf_state(uintptr_t w) { return (unsigned)(w & TM_TF_STATE); }
-TM_INLINE tm_block *tm_tf_blocks(uintptr_t w) { return (tm_block *)(w & ~TM_TF_STATE); }
+TM_INLINE tm_block *tm_tf_blocks(uintptr_t w) { return (tm_block *)(w & ~TM_TF_FLAGS); }
 
 unsigned tm_notice_state(const tm_span *s) {
   return tm_tf_state(atomic_load_explicit(&((tm_span *)s)->thread_free, memory_order_acquire));
 }
 
 bool tm_span_has_remote(const tm_span *s) {
-  return tm_tf_blocks(atomic_load_explicit(&((tm_span *)s)->thread_free, memory_order_relaxed)) != NULL;
+  return (atomic_load_explicit(&((tm_span *)s)->thread_free, memory_order_relaxed) & ~TM_TF_STATE) != 0;
 }
 
 /* A BUSY window is a few instructions of another thread; it only lasts
@@ -52,30 +59,34 @@ static uintptr_t tm_wait_not_busy(tm_span *s) {
 }
 
 /* Push s on its owner's remote list; false if it has none (only after a
- * double free raced a retire). The caller won IDLE -> BUSY. */
+ * double free raced a retire). The caller won IDLE -> BUSY. The CAS is
+ * seq_cst: with the load in tm_pager_activity it is one side of the pager's
+ * sleep handshake (a sleeping pager is woken for an idle owner's notice). */
 static bool tm_notify_owner(tm_span *s) {
   tm_heap *h = tm_span_owner(s);
   if (TM_UNLIKELY(!h)) return false;
   tm_span *head = atomic_load_explicit(&h->remote_spans, memory_order_relaxed);
   do {
     s->remote_next = head;
-  } while (!atomic_compare_exchange_weak_explicit(&h->remote_spans, &head, s, memory_order_release,
+  } while (!atomic_compare_exchange_weak_explicit(&h->remote_spans, &head, s, memory_order_seq_cst,
                                                   memory_order_relaxed));
   return true;
 }
 
-/* Push p (or nothing, for NULL) on s->thread_free; BUSY becomes QUEUED, or
- * NEVER when there was no owner to tell. The last touch of s. */
-static void tm_push_block(tm_span *s, tm_block *b, bool was_notifier, bool told) {
+/* Push b (or nothing, for NULL) on s->thread_free, with `flags` (BACK);
+ * BUSY becomes QUEUED, or NEVER when there was no owner to tell. The last
+ * touch of s. */
+static void tm_push(tm_span *s, tm_block *b, uintptr_t flags, bool was_notifier, bool told) {
   uintptr_t old = atomic_load_explicit(&s->thread_free, memory_order_relaxed);
   for (;;) {
     unsigned st = tm_tf_state(old);
     /* (a fork child may have forced BUSY away: then keep what it set) */
     if (was_notifier && st == TM_NOTICE_BUSY) st = told ? TM_NOTICE_QUEUED : TM_NOTICE_NEVER;
-    uintptr_t head = (uintptr_t)tm_tf_blocks(old);
-    uintptr_t nw = (b ? (uintptr_t)b : head) | st;
+    uintptr_t head = old & ~TM_TF_FLAGS;
+    uintptr_t nw = (b ? (uintptr_t)b : head) | (old & TM_TF_BACK) | flags | st;
     if (b) b->next = (tm_block *)head;
-    if (atomic_compare_exchange_weak_explicit(&s->thread_free, &old, nw, memory_order_acq_rel,
+    /* seq_cst: one side of the pager's sleep handshake (tm_pager_activity) */
+    if (atomic_compare_exchange_weak_explicit(&s->thread_free, &old, nw, memory_order_seq_cst,
                                               memory_order_relaxed))
       return;
   }
@@ -93,41 +104,45 @@ static bool tm_claim_notice(tm_span *s) {
   return false;
 }
 
-/* A thread that does not own s frees p. Once p is on thread_free this
- * thread never touches s again: the owner may collect it and retire s. */
-void tm_remote_free(tm_span *s, void *p) {
+/* Push (b, flags) and make sure whoever holds s will look at it. */
+static void tm_deliver(tm_span *s, tm_block *b, uintptr_t flags) {
   if (tm_claim_notice(s)) {
     bool told = tm_notify_owner(s);
-    tm_push_block(s, p, true, told);
+    tm_push(s, b, flags, true, told);
+    if (told) tm_pager_activity(); /* an idle owner: the pager may do its work */
   } else {
-    tm_push_block(s, p, false, false);
+    bool orphan = tm_tf_state(atomic_load_explicit(&s->thread_free, memory_order_relaxed)) == TM_NOTICE_NEVER;
+    tm_push(s, b, flags, false, false);
+    if (orphan && !flags) tm_pager_activity(); /* only a sweep will see it */
   }
 }
 
-/* Make sure whoever holds s looks at it soon (the pager, after giving pages
- * back): the same notice as a remote free, without a block. */
-void tm_span_signal(tm_span *s) {
-  if (!tm_claim_notice(s)) return;
-  bool told = tm_notify_owner(s);
-  tm_push_block(s, NULL, true, told);
-}
+/* A thread that does not own s frees p. Once p is on thread_free this
+ * thread never touches s again: the owner may collect it and retire s. */
+void tm_remote_free(tm_span *s, void *p) { tm_deliver(s, p, 0); }
 
-/* Take every block on thread_free; the notice state stays. */
-tm_block *tm_span_take_remote(tm_span *s) {
+/* The pager has put purged pages in s's tm_span_pages.back: tell whoever
+ * holds s, as a remote free would (the pages' blocks count in used until
+ * then, so s is alive until this returns). */
+void tm_span_give_back(tm_span *s) { tm_deliver(s, NULL, TM_TF_BACK); }
+
+/* Take every block on thread_free, and BACK; the notice state stays.
+ * Returns the word taken (decode with tm_span_collect_word). */
+uintptr_t tm_span_take_remote(tm_span *s) {
   uintptr_t old = atomic_load_explicit(&s->thread_free, memory_order_relaxed);
-  while (tm_tf_blocks(old)) {
+  while (old & ~TM_TF_STATE) {
     if (atomic_compare_exchange_weak_explicit(&s->thread_free, &old, old & TM_TF_STATE, memory_order_acquire,
                                               memory_order_relaxed))
-      return tm_tf_blocks(old);
+      return old;
   }
-  return NULL;
+  return old & TM_TF_STATE;
 }
 
 /* The owner took s off its remote list: QUEUED -> IDLE (after waiting out
  * a notifier still finishing), and every block with it. From here the next
  * remote free tells the owner again. In a fork child a notifier may have
  * vanished inside BUSY: `forced` treats BUSY as done. */
-tm_block *tm_notice_take(tm_span *s, bool forced) {
+uintptr_t tm_notice_take(tm_span *s, bool forced) {
   uintptr_t old = forced ? atomic_load_explicit(&s->thread_free, memory_order_acquire) : tm_wait_not_busy(s);
   for (;;) {
     unsigned st = tm_tf_state(old);
@@ -135,7 +150,7 @@ tm_block *tm_notice_take(tm_span *s, bool forced) {
     TM_ASSERT(forced || st == TM_NOTICE_QUEUED || st == TM_NOTICE_NEVER);
     if (atomic_compare_exchange_weak_explicit(&s->thread_free, &old, nst, memory_order_acq_rel,
                                               memory_order_acquire))
-      return tm_tf_blocks(old);
+      return old;
     if (!forced && tm_tf_state(old) == TM_NOTICE_BUSY) old = tm_wait_not_busy(s);
   }
 }

@@ -36,7 +36,9 @@ static size_t tm_empty_count;
 static atomic_bool tm_empty_hint; /* a segment became empty: see tm_trim_empty_hint */
 static atomic_bool tm_ever_freed;  /* a slice was freed: there is work for a pager */
 
-bool tm_trim_ever_freed(void) { return atomic_load_explicit(&tm_ever_freed, memory_order_relaxed); }
+bool tm_trim_has_work(void) {
+  return atomic_load_explicit(&tm_ever_freed, memory_order_relaxed) || TM_STAT_GET(mapped_bytes) > TM_SEG_SIZE;
+}
 static tm_segment *tm_all_segs;   /* every normal segment */
 static uint32_t tm_fork_gen = 1;  /* bumped when a fork child drops the lists; 0 = never listed */
 static tm_span *tm_orphans[TM_NUM_CLASSES];
@@ -335,6 +337,8 @@ void tm_orphan_push(tm_span *s) {
   tm_orphans[s->size_class] = s;
   tm_orphan_count++;
 }
+
+tm_span *tm_orphans_first(unsigned c) { return tm_orphans[c]; }
 
 tm_span *tm_orphan_take(unsigned c) {
   TM_ASSERT(tm_lock_is_held(&tm_global_lock));

@@ -53,7 +53,118 @@ void tm_span_init_small(tm_span *s, unsigned c, tm_heap *owner) {
   s->next = s->prev = NULL;
   tm_span_set_owner(s, owner, false);
   tm_notice_init(s, owner != NULL);
+  tm_span_pages *pg = tm_span_pg(s);
+  TM_ASSERT(atomic_load(&pg->back) == 0); /* no release of a retired span is in flight */
+  pg->purged = pg->seen_free = 0;
   atomic_store_explicit(&s->kind, TM_SPAN_SMALL, memory_order_release);
+}
+
+/* ---- the OS pages of a span ------------------------------------------------ */
+tm_span_pages *tm_span_pg(tm_span *s) {
+  tm_segment *seg = tm_segment_of_span(s);
+  return &seg->span_pages[s - seg->spans];
+}
+
+static unsigned tm_span_npages(const tm_span *s) {
+  return (unsigned)(((size_t)s->slice_count << TM_SLICE_SHIFT) >> TM_PAGE_SHIFT);
+}
+
+static size_t tm_span_offset(const tm_span *s) { /* of block 0 in the first slice */
+  return (uintptr_t)s->start & (TM_SLICE_SIZE - 1);
+}
+
+uintptr_t tm_span_page_addr(tm_span *s, unsigned page) {
+  return ((uintptr_t)s->start & ~(uintptr_t)(TM_SLICE_SIZE - 1)) + ((uintptr_t)page << TM_PAGE_SHIFT);
+}
+
+/* Blocks that overlap page p: [*first, *last]; false when none does (the
+ * pages after the last block). */
+static bool tm_page_blocks(const tm_span *s, unsigned p, uint32_t *first, uint32_t *last) {
+  size_t off = tm_span_offset(s), lo = (size_t)p << TM_PAGE_SHIFT, hi = lo + TM_PAGE_SIZE - 1;
+  if (hi < off) return false;
+  size_t f = lo > off ? (lo - off) / s->block_size : 0;
+  if (f >= s->capacity) return false;
+  size_t l = (hi - off) / s->block_size;
+  *first = (uint32_t)f;
+  *last = (uint32_t)(l < s->capacity ? l : s->capacity - 1);
+  return true;
+}
+
+/* Pages of blocks first..last, as a mask. */
+static uint64_t tm_blocks_pages(const tm_span *s, uint32_t first, uint32_t last) {
+  size_t off = tm_span_offset(s);
+  unsigned pf = (unsigned)((off + (size_t)first * s->block_size) >> TM_PAGE_SHIFT);
+  unsigned pl = (unsigned)((off + (size_t)(last + 1) * s->block_size - 1) >> TM_PAGE_SHIFT);
+  return tm_run_mask(pf, pl - pf + 1);
+}
+
+static uint64_t tm_word_mask(uint32_t from, uint32_t to) { /* bits from..to of one word */
+  uint64_t hi = to == 63 ? ~(uint64_t)0 : ((uint64_t)1 << (to + 1)) - 1;
+  return hi & ~(((uint64_t)1 << from) - 1);
+}
+
+static bool tm_bits_all_set(const uint64_t *bits, uint32_t first, uint32_t last) {
+  for (uint32_t w = first >> 6; w <= last >> 6; w++) {
+    uint32_t from = w == first >> 6 ? first & 63 : 0, to = w == last >> 6 ? last & 63 : 63;
+    uint64_t m = tm_word_mask(from, to);
+    if ((bits[w] & m) != m) return false;
+  }
+  return true;
+}
+
+/* Set (or clear) bits first..last; returns how many changed. */
+static unsigned tm_bits_put(uint64_t *bits, uint32_t first, uint32_t last, bool set) {
+  unsigned changed = 0;
+  for (uint32_t w = first >> 6; w <= last >> 6; w++) {
+    uint32_t from = w == first >> 6 ? first & 63 : 0, to = w == last >> 6 ? last & 63 : 63;
+    uint64_t m = tm_word_mask(from, to);
+    uint64_t flip = set ? m & ~bits[w] : m & bits[w];
+    changed += (unsigned)__builtin_popcountll(flip);
+    bits[w] ^= flip;
+  }
+  return changed;
+}
+
+/* Pages every block of which is free in the bitmap (pages no block overlaps
+ * count as free: they may hold a former span's data). O(pages + words),
+ * reads only the descriptor and its bitmap. */
+uint64_t tm_span_free_pages(tm_span *s) {
+  uint64_t m = 0;
+  unsigned np = tm_span_npages(s);
+  uint32_t first, last;
+  for (unsigned p = 0; p < np; p++)
+    if (!tm_page_blocks(s, p, &first, &last) || tm_bits_all_set(tm_span_bits(s), first, last)) m |= (uint64_t)1 << p;
+  return m;
+}
+
+/* Take the blocks on `pages` (all free) out of circulation for a purge:
+ * their bits are cleared and they count as used, so no refill hands one
+ * out and the span is not retired, until tm_span_pages_back. */
+unsigned tm_span_reserve_pages(tm_span *s, uint64_t pages) {
+  unsigned n = 0;
+  uint32_t first, last;
+  for (uint64_t m = pages; m; m &= m - 1)
+    if (tm_page_blocks(s, (unsigned)__builtin_ctzll(m), &first, &last)) n += tm_bits_put(tm_span_bits(s), first, last, false);
+  s->used = (uint16_t)(s->used + n);
+  tm_span_refresh(s);
+  return n;
+}
+
+/* Pages a release has purged come back: their blocks are free again, and
+ * the pages are marked purged, so that handing one out again is counted as
+ * a refault. The span's lock is held. */
+static void tm_span_pages_back(tm_span *s) {
+  tm_span_pages *pg = tm_span_pg(s);
+  uint64_t pages = atomic_exchange_explicit(&pg->back, 0, memory_order_acquire);
+  unsigned n = 0;
+  uint32_t first, last;
+  for (uint64_t m = pages; m; m &= m - 1)
+    if (tm_page_blocks(s, (unsigned)__builtin_ctzll(m), &first, &last)) n += tm_bits_put(tm_span_bits(s), first, last, true);
+  TM_ASSERT(n <= s->used);
+  s->used = (uint16_t)(s->used - n);
+  pg->purged |= pages;
+  pg->seen_free &= ~pages;
+  tm_span_refresh(s);
 }
 
 unsigned tm_span_pop_batch(tm_span *s, void **out, unsigned n) {
@@ -73,6 +184,20 @@ unsigned tm_span_pop_batch(tm_span *s, void **out, unsigned n) {
   }
   s->summary = sum;
   s->used = (uint16_t)(s->used + got);
+  tm_span_pages *pg = tm_span_pg(s);
+  if (got && (pg->purged | pg->seen_free)) {
+    /* the pages these blocks are on are in use again: not free since the
+     * pager's last look, and not purged any more (a refault if they were) */
+    uint64_t touched = 0;
+    for (unsigned i = 0; i < got; i++) {
+      uint32_t idx = (uint32_t)(((uint8_t *)out[i] - s->start) / s->block_size);
+      touched |= tm_blocks_pages(s, idx, idx);
+    }
+    uint64_t refault = pg->purged & touched;
+    if (refault) TM_STAT_ADD(refault_bytes, (size_t)__builtin_popcountll(refault) << TM_PAGE_SHIFT);
+    pg->purged &= ~touched;
+    pg->seen_free &= ~touched;
+  }
   return got;
 }
 
@@ -106,15 +231,20 @@ bool tm_span_free_block(tm_span *s, void *p, uint32_t idx) {
   *word |= bit;
   s->summary |= (uint64_t)1 << (idx >> 6);
   s->used--;
+  s->changed = 1;
   return true;
 }
 
 void tm_span_collect(tm_span *s) {
-  tm_span_collect_list(s, tm_span_take_remote(s));
+  tm_span_collect_word(s, tm_span_take_remote(s));
 }
 
-/* Put blocks taken from thread_free into the bitmap. */
-void tm_span_collect_list(tm_span *s, tm_block *b) {
+/* Put what was taken from thread_free back into the bitmap: the blocks
+ * other threads freed, and the pages the pager gave back (the span's lock
+ * is held). */
+void tm_span_collect_word(tm_span *s, uintptr_t taken) {
+  if (taken & TM_TF_BACK) tm_span_pages_back(s);
+  tm_block *b = (tm_block *)(taken & ~(uintptr_t)7);
   while (b) {
     tm_block *next = b->next;
     uint32_t idx;

@@ -42,7 +42,7 @@ TM_API size_t tide_collect(void) {
   tm_lock(&tm_global_lock);
   tm_orphans_sweep();
   tm_unlock(&tm_global_lock);
-  tm_trim_req req = {tm_now_ms(), 0, true, true};
+  tm_trim_req req = {.now_ms = tm_now_ms(), .empty_only = true, .keep_no_empty = true};
   tm_pager_trim_now(&req);
   size_t mapped_after = TM_STAT_GET(mapped_bytes);
   size_t unmapped = mapped_before > mapped_after ? mapped_before - mapped_after : 0;

@@ -83,7 +83,7 @@ tm_heap *tm_heap_new_for_thread(void) {
   tm_unlock(&tm_global_lock);
   if (!h) h = tm_heap_create();
   if (!h) return NULL;
-  h->state = TM_HEAP_ACTIVE;
+  tm_heap_set_state(h, TM_HEAP_ACTIVE);
   tm_heap_tls = h;
   if (atomic_load(&tm_late_state) != 2 && !tm_is_main_thread()) tm_late_init();
   if (atomic_load(&tm_late_state) == 2) pthread_setspecific(tm_thread_key, h);
@@ -128,7 +128,7 @@ static void tm_heap_abandon(tm_heap *h, bool after_fork) {
   TM_ASSERT(atomic_load(&h->remote_spans) == NULL);
   tm_heap_reset(h);
   tm_orphans_sweep();
-  h->state = TM_HEAP_POOLED;
+  tm_heap_set_state(h, TM_HEAP_POOLED);
   h->next_pool = tm_heap_pool;
   tm_heap_pool = h;
   tm_unlock(&tm_global_lock);
@@ -138,7 +138,7 @@ static void tm_heap_abandon(tm_heap *h, bool after_fork) {
 static void tm_thread_done(void *value) {
   (void)value;
   tm_heap *h = tm_heap_tls;
-  if (h->state != TM_HEAP_ACTIVE || tm_heap_is_shared(h)) return;
+  if (tm_heap_state(h) != TM_HEAP_ACTIVE || tm_heap_is_shared(h)) return;
   tm_heap_abandon(h, false);
   tm_heap_tls = &tm_heap_exiting;
 }
@@ -147,7 +147,7 @@ static void tm_thread_done(void *value) {
 /* fork child: a span left BUSY by a vanished notifier is on no list now */
 static void tm_span_reopen_cb(tm_span *s, void *arg) {
   (void)arg;
-  tm_span_collect_list(s, tm_notice_take(s, true));
+  tm_span_collect_word(s, tm_notice_take(s, true));
 }
 
 /* No lock is held across fork (holding ours while libc takes its stdio
@@ -165,10 +165,10 @@ static void tm_fork_child(void) {
     tm_segments_after_fork();
   tm_heap_shared_after_fork();
   tm_heap *me = tm_heap_tls;
-  if (me->state == TM_HEAP_ACTIVE && tm_heap_locked(me)) {
-    me->state = TM_HEAP_DEAD;
+  if (tm_heap_state(me) == TM_HEAP_ACTIVE && tm_heap_locked(me)) {
+    tm_heap_set_state(me, TM_HEAP_DEAD);
     tm_heap_tls = &tm_heap_empty;
-  } else if (me->state == TM_HEAP_ACTIVE) {
+  } else if (tm_heap_state(me) == TM_HEAP_ACTIVE) {
     /* A notifier that vanished in the fork may have left a span of ours
      * BUSY, on our remote list or not: drain the list without waiting,
      * then reopen every span that is still BUSY. */
@@ -178,9 +178,9 @@ static void tm_fork_child(void) {
     tm_heap_unlock(me);
   }
   for (tm_heap *h = atomic_load(&tm_all_heaps); h; h = h->next_all) {
-    if (h == tm_heap_tls || h->state != TM_HEAP_ACTIVE || tm_heap_is_shared(h)) continue;
+    if (h == tm_heap_tls || tm_heap_state(h) != TM_HEAP_ACTIVE || tm_heap_is_shared(h)) continue;
     if (tm_heap_locked(h))
-      h->state = TM_HEAP_DEAD;
+      tm_heap_set_state(h, TM_HEAP_DEAD);
     else
       tm_heap_abandon(h, true);
   }
@@ -208,7 +208,7 @@ void tm_init(void) {
 __attribute__((constructor)) static void tm_constructor(void) {
   tm_init();
   tm_late_init();
-  if (tm_heap_tls->state == TM_HEAP_ACTIVE) pthread_setspecific(tm_thread_key, tm_heap_tls);
+  if (tm_heap_state(tm_heap_tls) == TM_HEAP_ACTIVE) pthread_setspecific(tm_thread_key, tm_heap_tls);
 }
 
 __attribute__((destructor)) static void tm_destructor(void) {
@@ -229,7 +229,7 @@ typedef struct {
 
 static void tm_stranded_cb(tm_span *s, void *arg) {
   tm_stranded_walk *w = arg;
-  tm_block *b = (tm_block *)(atomic_load(&s->thread_free) & ~(uintptr_t)3);
+  tm_block *b = (tm_block *)(atomic_load(&s->thread_free) & ~(uintptr_t)7);
   if (!b || tm_on_remote_list(w->h, s)) return;
   w->spans++;
   for (; b; b = b->next) w->blocks++;
@@ -240,11 +240,13 @@ static void tm_stranded_cb(tm_span *s, void *arg) {
  * allocates or frees (tests pause their threads first). */
 size_t tm_stranded_spans(size_t *blocks_out) {
   tm_stranded_walk w = {0};
+  tm_pager_pause(); /* it drains idle heaps' lists: not between two looks of ours */
   for (tm_heap *h = atomic_load(&tm_all_heaps); h; h = h->next_all) {
-    if (h->state != TM_HEAP_ACTIVE) continue;
+    if (tm_heap_state(h) != TM_HEAP_ACTIVE) continue;
     w.h = h;
     tm_heap_each_span(h, tm_stranded_cb, &w);
   }
+  tm_pager_resume();
   if (blocks_out) *blocks_out = w.blocks;
   return w.spans;
 }

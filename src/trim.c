@@ -2,7 +2,20 @@
  * side of the pager (pager/pager.h). Everything here runs under the front
  * end's own locks and makes no system call: it fills a batch, which the
  * caller hands to the kernel (pager/release.c) with no lock held, and then
- * gives back with tm_trim_done. */
+ * gives back with tm_trim_done. One trimmer runs at a time (the pager
+ * serializes its rounds with tide_purge's), so the trim_* fields of a heap
+ * have one writer.
+ *
+ * Three sources:
+ *   heaps     an idle heap (no slow path for idle_ms) gets its slow-path
+ *             work done for it under a try-lock: remote frees collected,
+ *             empty spans retired, its caches asked back, and every wholly
+ *             free page of its spans purged; an active heap only loses
+ *             pages that stayed wholly free across two looks delay_ms apart
+ *   orphans   spans of exited threads, under the global lock: swept, and
+ *             their free pages aged like an active heap's
+ *   segments  free slices older than delay_ms, empty segments beyond the
+ *             cache bound, header pages of empty segments */
 #include "internal.h"
 
 static bool tm_older(uint32_t now, uint32_t t, uint32_t delay) {
@@ -82,6 +95,162 @@ bool tm_trim_segments(tm_batch *b, const tm_trim_req *req, tm_due *due) {
   return full;
 }
 
+/* ---- pages inside live spans --------------------------------------------- */
+/* Take the pages of `pages` out of s (its lock held) into b, one range per
+ * run of consecutive pages, as many runs as b has room for. */
+static bool tm_trim_span_pages(tm_batch *b, tm_span *s, uint64_t pages) {
+  uint64_t taken = 0;
+  bool full = false;
+  for (uint64_t m = pages; m;) {
+    if (tm_batch_full(b)) {
+      full = true;
+      break;
+    }
+    unsigned p = (unsigned)__builtin_ctzll(m);
+    unsigned n = p + 1 < 64 ? (unsigned)__builtin_ctzll(~(m >> p)) : 1;
+    uint64_t run = tm_run_mask(p, n);
+    tm_batch_add(b, tm_span_page_addr(s, p), (size_t)n << TM_PAGE_SHIFT, s, run, TM_REL_SPAN_PAGES);
+    taken |= run;
+    m &= ~run;
+  }
+  if (taken) tm_span_reserve_pages(s, taken);
+  return full;
+}
+
+/* Which pages of s go now: every wholly free one when `all`, otherwise
+ * those that were wholly free at the last look too (decay by two looks).
+ * Pages found free now are remembered for the next look. */
+static bool tm_trim_span(tm_batch *b, tm_span *s, bool all) {
+  tm_span_pages *pg = tm_span_pg(s);
+  if (!s->changed && !pg->seen_free && !all) return false;
+  s->changed = 0;
+  uint64_t free_pages = tm_span_free_pages(s) & ~pg->purged;
+  uint64_t go = all ? free_pages : free_pages & pg->seen_free;
+  pg->seen_free = free_pages & ~go;
+  return go && tm_trim_span_pages(b, s, go);
+}
+
+typedef struct {
+  tm_batch *b;
+  bool all, full, waiting;
+} tm_trim_walk;
+
+static void tm_trim_span_cb(tm_span *s, void *arg) {
+  tm_trim_walk *w = arg;
+  if (w->full) return;
+  w->full = tm_trim_span(w->b, s, w->all);
+  if (tm_span_pg(s)->seen_free) w->waiting = true;
+}
+
+/* ---- heaps ------------------------------------------------------------------ */
+static bool tm_trim_heap(tm_batch *b, const tm_trim_req *req, tm_due *due, tm_heap *h) {
+  if (tm_heap_state(h) != TM_HEAP_ACTIVE) return false;
+  uint32_t now = req->now_ms;
+  uint32_t seq = atomic_load_explicit(&h->lock_seq, memory_order_seq_cst);
+  if (seq != h->trim_seq) { /* slow paths since the last look: active */
+    h->trim_seq = seq;
+    h->trim_change_ms = now;
+    h->trim_done = 0;
+    h->trim_flush_asked = 0;
+  }
+  bool idle = req->all || (int32_t)(now - h->trim_change_ms) >= (int32_t)req->idle_ms;
+  bool told = atomic_load_explicit(&h->remote_spans, memory_order_seq_cst) != NULL;
+  if (h->trim_done && !told && !req->all) return false;
+  if (!idle && (int32_t)(now - h->trim_visit_ms) < (int32_t)req->delay_ms) {
+    tm_due_at(due, h->trim_visit_ms + req->delay_ms);
+    tm_due_at(due, h->trim_change_ms + req->idle_ms);
+    return false;
+  }
+  if (!tm_heap_trylock(h)) { /* the owner is in a slow path: not idle after all */
+    tm_due_at(due, now + 10);
+    return false;
+  }
+  uint32_t mine = atomic_load_explicit(&h->lock_seq, memory_order_relaxed); /* odd: ours */
+  if (tm_heap_state(h) != TM_HEAP_ACTIVE) { /* abandoned meanwhile (under its lock) */
+    atomic_store_explicit(&h->lock_seq, mine + 1, memory_order_release);
+    return false;
+  }
+  h->trim_visit_ms = now;
+  tm_trim_walk w = {b, idle, false, false};
+  if (idle) {
+    tm_heap_retire_empty(h);
+    if (!h->trim_flush_asked) { /* honoured on the owner's next slow path */
+      atomic_store_explicit(&h->flush_request, 1, memory_order_relaxed);
+      h->trim_flush_asked = 1;
+    }
+  } else {
+    tm_heap_drain_remote(h, false);
+  }
+  tm_heap_each_span(h, tm_trim_span_cb, &w);
+  atomic_store_explicit(&h->lock_seq, mine + 1, memory_order_release); /* unlock: not activity */
+  h->trim_seq = mine + 1;
+  if (w.full) return true;
+  if (idle) {
+    h->trim_done = 1;
+  } else {
+    tm_due_at(due, now + req->delay_ms); /* pages to age, or idleness to notice */
+    tm_due_at(due, h->trim_change_ms + req->idle_ms);
+  }
+  return false;
+}
+
+bool tm_trim_heaps(tm_batch *b, const tm_trim_req *req, tm_due *due, struct tm_heap **cursor) {
+  tm_heap *h = *cursor ? *cursor : atomic_load_explicit(&tm_all_heaps, memory_order_acquire);
+  for (; h; h = h->next_all) {
+    if (tm_trim_heap(b, req, due, h)) {
+      *cursor = h;
+      return true;
+    }
+  }
+  tm_heap *shared = tm_heap_shared_get();
+  if (shared && tm_trim_heap(b, req, due, shared)) { /* rarely matters; visited last */
+    *cursor = NULL;
+    return true;
+  }
+  *cursor = NULL;
+  return false;
+}
+
+/* Did anything happen to a heap since the trimmer last looked? */
+bool tm_trim_heaps_pending(void) {
+  for (tm_heap *h = atomic_load_explicit(&tm_all_heaps, memory_order_acquire); h; h = h->next_all) {
+    if (tm_heap_state(h) != TM_HEAP_ACTIVE) continue;
+    if (atomic_load_explicit(&h->lock_seq, memory_order_seq_cst) != h->trim_seq || !h->trim_done ||
+        atomic_load_explicit(&h->remote_spans, memory_order_seq_cst))
+      return true;
+  }
+  return false;
+}
+
+/* ---- orphans ---------------------------------------------------------------- */
+static uint32_t tm_orphans_visit_ms;
+
+bool tm_trim_orphans(tm_batch *b, const tm_trim_req *req, tm_due *due) {
+  if (!req->all && (int32_t)(req->now_ms - tm_orphans_visit_ms) < (int32_t)req->delay_ms) {
+    tm_due_at(due, tm_orphans_visit_ms + req->delay_ms);
+    return false;
+  }
+  tm_trim_walk w = {b, req->all, false, false};
+  tm_lock(&tm_global_lock);
+  tm_orphans_visit_ms = req->now_ms;
+  tm_orphans_sweep();
+  for (unsigned c = 0; c < TM_NUM_CLASSES && !w.full; c++)
+    for (tm_span *s = tm_orphans_first(c); s && !w.full; s = s->next) tm_trim_span_cb(s, &w);
+  tm_unlock(&tm_global_lock);
+  if (w.waiting) tm_due_at(due, req->now_ms + req->delay_ms);
+  return w.full;
+}
+
+bool tm_trim_orphans_pending(void) {
+  bool any = false;
+  tm_lock(&tm_global_lock);
+  for (unsigned c = 0; c < TM_NUM_CLASSES && !any; c++)
+    for (tm_span *s = tm_orphans_first(c); s && !any; s = s->next) any = tm_span_has_remote(s);
+  tm_unlock(&tm_global_lock);
+  return any;
+}
+
+/* ---- giving back ---------------------------------------------------------- */
 void tm_trim_done(tm_batch *b) {
   tm_lock(&tm_global_lock);
   for (unsigned i = 0; i < b->n; i++) {
@@ -106,6 +275,21 @@ void tm_trim_done(tm_batch *b) {
     }
   }
   tm_unlock(&tm_global_lock);
+  /* pages of live spans: whoever holds each span now puts them back, as
+   * it collects a remote free (remote.c); no lock needed here */
+  for (unsigned i = 0; i < b->n; i++) {
+    tm_release *r = &b->r[i];
+    if (r->kind != TM_REL_SPAN_PAGES) continue;
+    if (r->ok) {
+      TM_STAT_ADD(purged_bytes, r->len);
+      TM_STAT_ADD(span_pages_purged, r->len);
+    }
+    tm_span *s = r->obj;
+    atomic_fetch_or_explicit(&tm_span_pg(s)->back, r->mask, memory_order_release);
+    /* one signal per span, after its last range (a span's ranges are
+     * consecutive in the batch): the signal is the last touch of it */
+    if (i + 1 == b->n || b->r[i + 1].obj != s) tm_span_give_back(s);
+  }
   b->n = 0;
   b->bytes = 0;
 }

@@ -114,11 +114,13 @@ static void alloc_big(void) {
 }
 
 /* ---- scenarios ------------------------------------------------------------- */
-/* Lazy start: no thread until some memory has been freed. */
+/* Lazy start: no thread until there is work (memory freed, or a heap of
+ * more than one segment). */
 static void sc_lazy(void) {
   struct tide_stats st;
   static void *volatile sink;
-  for (int i = 0; i < 1000; i++) sink = malloc((size_t)(i % 200) * 16 + 1); /* small blocks: no slice freed */
+  /* small blocks of 16 classes: one segment, nothing freed, no work */
+  for (int i = 0; i < 1000; i++) sink = malloc((size_t)(i % 16) * 16 + 1);
   (void)sink;
   tide_get_stats(&st);
   if (st.pager_running || threads_named("tide-pager"))
