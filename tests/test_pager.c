@@ -14,6 +14,8 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <sys/prctl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <sys/syscall.h>
 #include <tidemalloc.h>
 
@@ -284,10 +286,137 @@ static void sc_fork_busy(void) {
   }
 }
 
+/* A thread that made blocks, handed them to us and then blocks forever (it
+ * never takes another slow path): the pager must still collect our frees
+ * into its spans, retire them and give the memory back. */
+static int made_pipe[2], block_pipe[2];
+static void *blocks_then_sleep(void *arg) {
+  void **v = arg;
+  for (int i = 0; i < 40000; i++) {
+    v[i] = malloc(512 + (size_t)(i % 4) * 512);
+    if (!v[i]) abort();
+    memset(v[i], 0x77, 512);
+  }
+  char c;
+  if (write(made_pipe[1], "x", 1) != 1) abort();
+  while (read(block_pipe[0], &c, 1) != 1) {
+  } /* blocked in read(2) for the rest of the test: nobody writes */
+  return NULL;
+}
+
+static void sc_blocked_owner(void) {
+  static void *v[40000];
+  if (pipe(made_pipe) != 0 || pipe(block_pipe) != 0) abort();
+  long base = rss_kb();
+  pthread_t t;
+  pthread_create(&t, NULL, blocks_then_sleep, v);
+  char c;
+  if (read(made_pipe[0], &c, 1) != 1) abort(); /* its blocks are made */
+  long full = rss_kb();
+  for (int i = 0; i < 40000; i++) free(v[i]); /* cross-thread frees to a sleeper */
+  poke_malloc();
+  long made = full - base;
+  int t_ms = wait_rss_below(base + made / 5, 5000);
+  if (t_ms < 0) problem("RSS %ld KiB: %ld KiB the blocked thread made and we freed are still resident (base %ld)",
+                        rss_kb(), rss_kb() - base, base);
+  else
+    printf("blocked owner: %ld KiB back in %d ms\n", full - rss_kb(), t_ms);
+}
+
+/* 64 MiB of 1-4 KiB blocks, 90% freed at random, the rest kept and idle:
+ * the wholly free pages inside the spans go back, and what was kept is
+ * intact (a purge of a page with a live block on it would zero it). */
+enum { NPART = 64 * 1024 * 1024 / 2560 };
+static void *part[NPART];
+static size_t part_n[NPART];
+static void sc_partial_pages(void) {
+  long base = rss_kb();
+  uint64_t rng = 0x9e3779b97f4a7c15ull;
+  for (int i = 0; i < NPART; i++) {
+    rng = mix64(rng);
+    part_n[i] = 1024 + (size_t)(rng % 3073);
+    part[i] = malloc(part_n[i]);
+    if (!part[i]) abort();
+    pattern_fill(part[i], part_n[i], (uint64_t)i);
+  }
+  long full = rss_kb();
+  for (int i = 0; i < NPART; i++) {
+    rng = mix64(rng);
+    if (rng % 10) {
+      free(part[i]);
+      part[i] = NULL;
+    }
+  }
+  poke_malloc();
+  long made = full - base;
+  int t_ms = wait_rss_below(base + made * 45 / 100, 5000);
+  if (t_ms < 0) problem("RSS %ld KiB after freeing 90%% of %ld KiB at random (base %ld): free pages kept", rss_kb(), made, base);
+  else
+    printf("partial: %ld of %ld KiB resident after %d ms\n", rss_kb() - base, made, t_ms);
+  for (int i = 0; i < NPART; i++)
+    if (part[i] && pattern_check(part[i], part_n[i], (uint64_t)i) != (size_t)-1) {
+      problem("block %d (%zu bytes) changed while the pager purged around it", i, part_n[i]);
+      break;
+    }
+}
+
+/* Threads allocate, check and free blocks of every small size while the
+ * pager, with no delay and every heap counted idle, keeps taking pages out
+ * of their spans: no block may ever be handed out on a page being purged. */
+static atomic_int race_stop;
+static void *race_worker(void *arg) {
+  uint64_t rng = (uint64_t)(uintptr_t)arg * 0x9e3779b97f4a7c15ull + 1;
+  enum { SLOTS = 4096 };
+  void **slot = calloc(SLOTS, sizeof *slot);
+  size_t *len = calloc(SLOTS, sizeof *len);
+  long bad = 0;
+  while (!atomic_load(&race_stop)) {
+    rng = mix64(rng);
+    unsigned i = (unsigned)(rng % SLOTS);
+    if (slot[i]) {
+      if (pattern_check(slot[i], len[i], (uint64_t)(uintptr_t)slot[i]) != (size_t)-1) bad++;
+      free(slot[i]);
+      slot[i] = NULL;
+    } else {
+      len[i] = 16 + (size_t)((rng >> 20) % 4096);
+      slot[i] = malloc(len[i]);
+      if (!slot[i]) abort();
+      pattern_fill(slot[i], len[i], (uint64_t)(uintptr_t)slot[i]);
+    }
+    if ((rng & 0xffff) == 0) sleep_ms(2); /* look idle now and then */
+  }
+  for (unsigned i = 0; i < SLOTS; i++) {
+    if (slot[i] && pattern_check(slot[i], len[i], (uint64_t)(uintptr_t)slot[i]) != (size_t)-1) bad++;
+    free(slot[i]);
+  }
+  free(slot);
+  free(len);
+  return (void *)bad;
+}
+
+static void sc_purge_race(void) {
+  pthread_t t[3];
+  for (long i = 0; i < 3; i++) pthread_create(&t[i], NULL, race_worker, (void *)(i + 1));
+  sleep_ms(3000);
+  atomic_store(&race_stop, 1);
+  long bad = 0;
+  for (int i = 0; i < 3; i++) {
+    void *r;
+    pthread_join(t[i], &r);
+    bad += (long)r;
+  }
+  struct tide_stats st;
+  tide_get_stats(&st);
+  if (bad) problem("%ld blocks changed between malloc and free", bad);
+  if (!st.pager_batches) problem("the pager never ran a batch");
+  printf("purge race: %zu batches, %zu bytes purged\n", st.pager_batches, st.purged_bytes);
+}
+
 static const struct {
   const char *name;
   void (*run)(void);
 } scenarios[] = {
+    {"blocked_owner", sc_blocked_owner}, {"partial_pages", sc_partial_pages}, {"purge_race", sc_purge_race},
     {"lazy", sc_lazy},         {"rss_drop", sc_rss_drop}, {"disabled", sc_disabled}, {"loop_uring", sc_loop_uring},
     {"loop_poll", sc_loop_poll}, {"fork", sc_fork},       {"fork_busy", sc_fork_busy},
 };
@@ -348,6 +477,15 @@ START_TEST(t_fork) { run_scenario("fork", NULL); }
 END_TEST
 START_TEST(t_fork_busy) { run_scenario("fork_busy", NULL); }
 END_TEST
+START_TEST(t_blocked_owner) { run_scenario("blocked_owner", NULL); }
+END_TEST
+START_TEST(t_partial_pages) { run_scenario("partial_pages", NULL); }
+END_TEST
+START_TEST(t_purge_race) {
+  const char *env[] = {"TIDE_PAGER_DELAY_MS=0", "TIDE_PAGER_IDLE_MS=0", NULL};
+  run_scenario("purge_race", env);
+}
+END_TEST
 
 int main(int argc, char **argv) {
   if (argc == 2) {
@@ -373,6 +511,9 @@ int main(int argc, char **argv) {
   tcase_add_test(tc, t_loop_poll);
   tcase_add_test(tc, t_fork);
   tcase_add_test(tc, t_fork_busy);
+  tcase_add_test(tc, t_blocked_owner);
+  tcase_add_test(tc, t_partial_pages);
+  tcase_add_test(tc, t_purge_race);
   suite_add_tcase(su, tc);
   SRunner *sr = srunner_create(su);
   srunner_run_all(sr, CK_NORMAL);
