@@ -33,7 +33,7 @@ SEED=0x12345678
 # ---------------------------------------------------------------- workloads
 # Fixed order.  C workloads run through tide-rss; real programs through
 # bench/real/NAME.sh.
-C_WORKLOADS=(dist_app random_small random_medium random_mixed xthread larson churn lifetimes burst_idle)
+C_WORKLOADS=(dist_app random_small random_medium random_mixed xthread larson churn lifetimes burst_idle malloc_large burst_idle_small)
 # Real programs: every bench/real/NAME.sh (but common.sh), these first in
 # this order, any others after them in alphabetical order.
 REAL_ORDER=(redis python sqlite rocksdb memcached)
@@ -51,19 +51,39 @@ done
 declare -A wl_bin=(
 	[dist_app]=dist_app [random_small]=dist_app [random_medium]=dist_app
 	[random_mixed]=dist_app [xthread]=xthread [larson]=larson [churn]=churn
-	[lifetimes]=lifetimes [burst_idle]=burst_idle
+	[lifetimes]=lifetimes [burst_idle]=burst_idle [malloc_large]=malloc_large
+	[burst_idle_small]=burst_idle
 )
 # Arguments (word-split).  random_*: iteration counts chosen so that a run
 # takes about 1-3 s on the reference machine (2-core AMD EPYC) for most
-# allocators.  The other C workloads use their built-in defaults (~1-4 s).
+# allocators.  The other C workloads use their built-in defaults (~1-4 s;
+# malloc_large: ~2 s under glibc, several times that under the allocators that
+# give every buffer back to the kernel); burst_idle_small is burst_idle with a
+# smaller burst of 1-4 KiB blocks only.
 declare -A wl_args=(
 	[dist_app]="20000000 400 16 32768 $SEED app"
 	[random_small]="100000000 400 16 2048 $SEED uniform"
 	[random_medium]="50000000 400 4096 32768 $SEED uniform"
 	[random_mixed]="50000000 400 16 32768 $SEED uniform"
 	[xthread]="" [larson]="" [churn]="" [lifetimes]="" [burst_idle]=""
+	[malloc_large]="" [burst_idle_small]="burst_mb=256 min=1024 max=4096"
 )
+# With --quick (unless --args says otherwise): smaller runs of the workloads
+# whose defaults are long.  The idle periods stay as they are.
+declare -A wl_quick_args=(
+	[malloc_large]="iters=500"
+	[burst_idle_small]="burst_mb=64 min=1024 max=4096"
+)
+# Workloads that print "PROG: phase=NAME t_ms=N rss_kb=N" lines (PROG is
+# their binary): their phases, in order.  The suite collects the lines into
+# WORKLOAD_phases.csv and reports the median RSS at each phase.
 BURST_PHASES=(start after_burst after_free_most idle1_end after_free_rest idle2_end)
+LARGE_PHASES=(after_free idle_end)
+declare -A wl_phases=(
+	[burst_idle]="${BURST_PHASES[*]}"
+	[burst_idle_small]="${BURST_PHASES[*]}"
+	[malloc_large]="${LARGE_PHASES[*]}"
+)
 
 usage() {
 	cat <<EOF
@@ -72,7 +92,8 @@ usage: $prog [options]
                          (workload, allocator) pair once, the allocator order
                          rotated by one every round
   --quick                1 round (unless --rounds is given), real programs
-                         with QUICK=1
+                         with QUICK=1, malloc_large and burst_idle_small
+                         smaller (${wl_quick_args[malloc_large]}; ${wl_quick_args[burst_idle_small]})
   --only-workloads LIST  comma-separated subset of the workloads (in the
                          fixed order): ${C_WORKLOADS[*]} ${REAL_WORKLOADS[*]}
                          ("c" = all C workloads, "real" = all real programs)
@@ -179,6 +200,11 @@ done
 [[ $run_timeout =~ ^[1-9][0-9]*$ ]] || die "--timeout must be a positive integer (s)"
 if ((quick)) && ((!rounds_set)); then
 	rounds=1
+fi
+if ((quick)); then
+	for w in "${!wl_quick_args[@]}"; do
+		wl_args[$w]=${wl_quick_args[$w]}
+	done
 fi
 if [[ -n $results_md && $results_md != *.md ]]; then
 	die "--results-md: the file name must end in .md: $results_md"
@@ -383,7 +409,11 @@ fi
 
 # ---------------------------------------------------------------- runs
 runs_csv=$outdir/runs.csv
-phases_csv=$outdir/burst_idle_phases.csv
+# phases_csv WORKLOAD -> its phase CSV (round,alloc,phase,t_ms,rss_kb).
+phases_csv() {
+	echo "$outdir/$1_phases.csv"
+}
+PHASES_HEADER="round,alloc,phase,t_ms,rss_kb"
 failures=()
 declare -A skip_wl=()    # real programs that reported "not available" (exit 77)
 
@@ -409,7 +439,10 @@ load_earlier_run() {
 			esac
 		done <"$outdir/meta.txt"
 	fi
-	[[ -f $phases_csv ]] || echo "round,alloc,phase,t_ms,rss_kb" >"$phases_csv"
+	for wl_ in "${workloads[@]}"; do
+		[[ -v "wl_phases[$wl_]" ]] || continue
+		[[ -f $(phases_csv "$wl_") ]] || echo "$PHASES_HEADER" >"$(phases_csv "$wl_")"
+	done
 	while IFS=, read -r r_ wl_ a_ ok_ rest_; do
 		[[ $ok_ == 0 ]] || continue
 		failures+=("round $r_ $wl_ $a_: exit ${rest_##*,} (logs: $outdir/logs/r$r_-$wl_-$a_.out, .err)")
@@ -446,8 +479,8 @@ run_c() {
 	if [[ -z $line ]]; then
 		r_why="no tide-rss summary"
 	fi
-	if [[ $wl == burst_idle ]]; then
-		sed -n 's/^burst_idle: phase=\([a-z_0-9]*\) t_ms=\([0-9]*\) rss_kb=\([0-9]*\).*/\1,\2,\3/p' "$out" >"$outdir/logs/$tag.phases"
+	if [[ -v "wl_phases[$wl]" ]]; then
+		sed -n "s/^${wl_bin[$wl]}: phase=\\([a-z_0-9]*\\) t_ms=\\([0-9]*\\) rss_kb=\\([0-9]*\\).*/\\1,\\2,\\3/p" "$out" >"$outdir/logs/$tag.phases"
 	fi
 }
 
@@ -511,11 +544,14 @@ estimate_left_s() {
 }
 
 # run_matrix: every round, every workload, every allocator; writes
-# runs.csv, burst_idle_phases.csv, workloads.txt, meta.txt.
+# runs.csv, WORKLOAD_phases.csv, workloads.txt, meta.txt.
 run_matrix() {
 	local r j k wl alloc tag el left left_s t0 dt ok w
 	echo "round,workload,alloc,ok,throughput,unit,rss_mean_kb,rss_p95_kb,rss_max_kb,rss_final_kb,samples,wall_s,csv_path,exit" >"$runs_csv"
-	echo "round,alloc,phase,t_ms,rss_kb" >"$phases_csv"
+	for w in "${workloads[@]}"; do
+		[[ -v "wl_phases[$w]" ]] || continue
+		echo "$PHASES_HEADER" >"$(phases_csv "$w")"
+	done
 	# workloads.txt: what each workload runs (healthcheck.sh checks it against
 	# its baseline).
 	for w in "${workloads[@]}"; do
@@ -588,8 +624,8 @@ run_matrix() {
 				fi
 				ok=1
 				[[ -z $r_why ]] || ok=0
-				if ((ok)) && [[ $wl == burst_idle && -f $outdir/logs/$tag.phases ]]; then
-					sed "s/^/$((r + 1)),$alloc,/" "$outdir/logs/$tag.phases" >>"$phases_csv"
+				if ((ok)) && [[ -v "wl_phases[$wl]" && -f $outdir/logs/$tag.phases ]]; then
+					sed "s/^/$((r + 1)),$alloc,/" "$outdir/logs/$tag.phases" >>"$(phases_csv "$wl")"
 				fi
 				echo "$((r + 1)),$wl,$alloc,$ok,${r_thr:-NA},${r_unit:-NA},${r_mean:-NA},${r_p95:-NA},${r_max:-NA},${r_final:-NA},${r_n:-NA},${r_wall:-NA},$r_csv,$r_rc" >>"$runs_csv"
 				if ((ok)); then
@@ -725,10 +761,11 @@ fmt_num() {
 	}'
 }
 
-# ---------------------------------------------------------------- burst_idle phases
-# burst_phase ALLOC PHASE -> median rss_kb over ok rounds (NA if none).
-burst_phase() {
-	awk -F, -v a="$1" -v p="$2" 'NR > 1 && $2 == a && $3 == p { print $5 }' "$phases_csv" |
+# ---------------------------------------------------------------- phases
+# (burst_idle, burst_idle_small, malloc_large)
+# phase_median WORKLOAD ALLOC PHASE -> median rss_kb over ok rounds (NA if none).
+phase_median() {
+	awk -F, -v a="$2" -v p="$3" 'NR > 1 && $2 == a && $3 == p { print $5 }' "$(phases_csv "$1")" |
 		sort -g | awk '
 		{ v[NR] = $1 }
 		END {
@@ -744,16 +781,21 @@ pct() {
 		else printf "%.1f%%\n", 100 * a / b
 	}'
 }
-declare -A BP=()
-have_burst=0
-if in_list burst_idle "${ran_wls[@]}" && (($(wc -l <"$phases_csv") > 1)); then
-	have_burst=1
+# PH[WORKLOAD,ALLOC,PHASE]: the medians; phase_wls: the workloads that ran
+# and have phase lines from at least one successful run.
+declare -A PH=()
+phase_wls=()
+for wl in "${ran_wls[@]}"; do
+	[[ -v "wl_phases[$wl]" ]] || continue
+	f=$(phases_csv "$wl")
+	[[ -f $f ]] && (($(wc -l <"$f") > 1)) || continue
+	phase_wls+=("$wl")
 	for a in "${allocs[@]}"; do
-		for p in "${BURST_PHASES[@]}"; do
-			BP[$a,$p]=$(burst_phase "$a" "$p")
+		for p in ${wl_phases[$wl]}; do
+			PH[$wl,$a,$p]=$(phase_median "$wl" "$a" "$p")
 		done
 	done
-fi
+done
 
 # ---------------------------------------------------------------- plots
 declare -A COLOR=([glibc]='#555555' [tcmalloc]='#1f77b4' [mimalloc]='#2ca02c'
@@ -830,27 +872,28 @@ if ((!no_plots)); then
 		else
 			warn "tidemalloc not run: no normalized bar plots"
 		fi
-		if ((have_burst)); then
+		# Grouped bars of the median RSS at each phase, per phase workload.
+		for wl in ${phase_wls[@]+"${phase_wls[@]}"}; do
 			{
 				printf 'phase'
 				printf ' %s' "${allocs[@]}"
 				echo
-				for p in "${BURST_PHASES[@]}"; do
+				for p in ${wl_phases[$wl]}; do
 					line=$p
 					for a in "${allocs[@]}"; do
-						v=${BP[$a,$p]}
+						v=${PH[$wl,$a,$p]}
 						if [[ $v == NA ]]; then v=NaN; else v=$(awk -v x="$v" 'BEGIN { printf "%.2f", x / 1024 }'); fi
 						line+=" $v"
 					done
 					echo "$line"
 				done
-			} >"$outdir/plots/burst_idle_phases.dat"
-			if (cd "$outdir" && gnuplot -e "mode='phases'; out='plots/burst_idle_phases.png'; dat='plots/burst_idle_phases.dat'; colors='${colors# }'; ttl='burst_idle: RSS at each phase (median over rounds; lower is better)'; ylab='RSS (MiB)'" "$gp") 2>>"$plot_err"; then
-				plots+=(burst_idle_phases.png)
+			} >"$outdir/plots/${wl}_phases.dat"
+			if (cd "$outdir" && gnuplot -e "mode='phases'; out='plots/${wl}_phases.png'; dat='plots/${wl}_phases.dat'; colors='${colors# }'; ttl='$wl: RSS at each phase (median over rounds; lower is better)'; ylab='RSS (MiB)'" "$gp") 2>>"$plot_err"; then
+				plots+=("${wl}_phases.png")
 			else
-				warn "gnuplot failed for burst_idle_phases.png (see $plot_err)"
+				warn "gnuplot failed for ${wl}_phases.png (see $plot_err)"
 			fi
-		fi
+		done
 		plot_note="RSS-over-time plots show, for each allocator, the run with the median throughput"
 		((rounds == 1)) && plot_note="RSS-over-time plots show round 1 (the only round)"
 	fi
@@ -875,6 +918,8 @@ wl_desc() {
 	churn) echo "short-lived threads, created round after round, hand a share of their blocks to long-lived threads that free them later" ;;
 	lifetimes) echo "one thread, short-, medium- and long-lived objects interleaved (live set ~25 MB): fragmentation over a steady state" ;;
 	burst_idle) echo "a large allocation burst on 2 threads, then frees and idle periods: who returns memory sooner and further" ;;
+	malloc_large) echo "one thread replacing random buffers of 5..25 MiB in 20 slots (every page written), then everything freed and 1 s idle: large blocks, and whether they go back" ;;
+	burst_idle_small) echo "burst_idle with a 256 MiB burst of 1..4 KiB blocks only: freed small blocks scattered over many pages" ;;
 	redis) echo "redis-server (no persistence) under redis-benchmark: SET/GET/INCR/LPUSH/LPOP with 64 B and 1 KiB values, then FLUSHALL ASYNC and 1 s idle" ;;
 	python) echo "python3 (PYTHONMALLOC=malloc) running bench/real/alloc_heavy.py: dicts, json round trips, sorting, deleting, rebuilding" ;;
 	sqlite) echo "the sqlite3 shell building, indexing, querying, updating and deleting in a database with a 200 MB page cache" ;;
@@ -1026,33 +1071,57 @@ report() {
 		fi
 	done
 
-	if ((have_burst)); then
-		echo "### burst_idle: RSS at each phase"
+	local p
+	for wl in ${phase_wls[@]+"${phase_wls[@]}"}; do
+		echo "### $wl: RSS at each phase"
 		echo
-		echo "Median RSS (KiB) at each phase printed by burst_idle, over the successful rounds."
-		echo "\"held\" is the share of the burst's peak (the RSS at after_burst) still resident"
-		echo "at the end of each idle period: lower means more memory was given back."
-		echo
-		line="| allocator |"
-		for p in "${BURST_PHASES[@]}"; do line+=" $p |"; done
-		line+=" held at idle1_end | held at idle2_end |"
-		echo "$line"
-		line="|---|"
-		for p in "${BURST_PHASES[@]}" x y; do line+="---:|"; done
-		echo "$line"
-		for a in "${allocs[@]}"; do
-			line="| $a |"
-			for p in "${BURST_PHASES[@]}"; do line+=" $(fmt_num "${BP[$a,$p]}") |"; done
-			line+=" $(pct "${BP[$a,idle1_end]}" "${BP[$a,after_burst]}") |"
-			line+=" $(pct "${BP[$a,idle2_end]}" "${BP[$a,after_burst]}") |"
+		if [[ ${wl_phases[$wl]} == "${BURST_PHASES[*]}" ]]; then
+			echo "Median RSS (KiB) at each phase $wl printed, over the successful rounds."
+			echo "\"held\" is the share of the burst's peak (the RSS at after_burst) still resident"
+			echo "at the end of each idle period: lower means more memory was given back."
+			echo
+			line="| allocator |"
+			for p in "${BURST_PHASES[@]}"; do line+=" $p |"; done
+			line+=" held at idle1_end | held at idle2_end |"
 			echo "$line"
-		done
+			line="|---|"
+			for p in "${BURST_PHASES[@]}" x y; do line+="---:|"; done
+			echo "$line"
+			for a in "${allocs[@]}"; do
+				line="| $a |"
+				for p in "${BURST_PHASES[@]}"; do line+=" $(fmt_num "${PH[$wl,$a,$p]}") |"; done
+				line+=" $(pct "${PH[$wl,$a,idle1_end]}" "${PH[$wl,$a,after_burst]}") |"
+				line+=" $(pct "${PH[$wl,$a,idle2_end]}" "${PH[$wl,$a,after_burst]}") |"
+				echo "$line"
+			done
+		else
+			# malloc_large: RSS once everything is freed, and after the
+			# idle period, against the run's peak (tide-rss's RSS max).
+			echo "Median RSS (KiB) at each phase $wl printed, over the successful rounds,"
+			echo "with the median RSS max of its runs (tide-rss) for scale. \"held\" is the share"
+			echo "of that peak still resident: lower means more memory was given back."
+			echo
+			line="| allocator | RSS max |"
+			for p in ${wl_phases[$wl]}; do line+=" $p |"; done
+			for p in ${wl_phases[$wl]}; do line+=" held at $p |"; done
+			echo "$line"
+			line="|---|---:|"
+			for p in ${wl_phases[$wl]} ${wl_phases[$wl]}; do line+="---:|"; done
+			echo "$line"
+			for a in "${allocs[@]}"; do
+				v=$(get "$wl" "$a" max)
+				line="| $a | $(fmt_num "$v") |"
+				for p in ${wl_phases[$wl]}; do line+=" $(fmt_num "${PH[$wl,$a,$p]}") |"; done
+				for p in ${wl_phases[$wl]}; do line+=" $(pct "${PH[$wl,$a,$p]}" "$v") |"; done
+				echo "$line"
+			done
+		fi
 		echo
-		if in_list burst_idle_phases.png "${plots[@]+"${plots[@]}"}"; then
-			echo "![burst_idle phases]($pdir/burst_idle_phases.png)"
+		if in_list "${wl}_phases.png" "${plots[@]+"${plots[@]}"}"; then
+			echo "![$wl phases]($pdir/${wl}_phases.png)"
 			echo
 		fi
-	fi
+	done
 
 	if in_list throughput.png "${plots[@]+"${plots[@]}"}" || in_list rss_mean.png "${plots[@]+"${plots[@]}"}"; then
 		echo "### Overview plots"
@@ -1081,7 +1150,7 @@ table=$outdir/table.md
 if [[ -n $results_md ]]; then
 	rdir=${results_md%.md}
 	mkdir -p "$(dirname "$results_md")" "$rdir"
-	rm -f "$rdir"/rss_*.png "$rdir"/throughput.png "$rdir"/rss_mean.png "$rdir"/burst_idle_phases.png
+	rm -f "$rdir"/rss_*.png "$rdir"/throughput.png "$rdir"/rss_mean.png "$rdir"/*_phases.png
 	for p in ${plots[@]+"${plots[@]}"}; do
 		cp "$outdir/plots/$p" "$rdir/"
 	done
@@ -1099,7 +1168,7 @@ fi
 
 cat "$table"
 echo
-echo "raw results: $outdir (runs.csv, medians.csv, burst_idle_phases.csv, samples/, real/, logs/, plots/, table.md)"
+echo "raw results: $outdir (runs.csv, medians.csv, *_phases.csv, samples/, real/, logs/, plots/, table.md)"
 [[ -z $suite_s ]] || echo "suite time: $(mmss "$suite_s")"
 
 if ((${#failures[@]} > 0 && !report_only)); then
