@@ -26,7 +26,8 @@ enum tm_release_kind {
   TM_REL_SLICES,      /* free slices of a segment: purge, then free again (clean) */
   TM_REL_SPAN_PAGES,  /* wholly free pages of a live span: purge, then give back */
   TM_REL_HEADER,      /* header pages of an empty segment: purge */
-  TM_REL_UNMAP,       /* a whole mapping already taken off every list: unmap */
+  TM_REL_UNMAP,       /* a whole mapping already taken off every list (a segment,
+                         or a huge mapping when obj is NULL): unmap */
 };
 
 typedef struct tm_release {
@@ -92,6 +93,8 @@ bool tm_trim_segments(tm_batch *b, const tm_trim_req *req, tm_due *due);
 bool tm_trim_heaps(tm_batch *b, const tm_trim_req *req, tm_due *due, struct tm_heap **cursor);
 /* The same for the spans of exited threads. */
 bool tm_trim_orphans(tm_batch *b, const tm_trim_req *req, tm_due *due);
+/* The same for freed huge mappings kept for reuse (src/huge.c). */
+bool tm_trim_huge(tm_batch *b, const tm_trim_req *req, tm_due *due);
 /* Has any heap done anything since the trimmer last looked? Has a thread
  * freed into an orphan? */
 bool tm_trim_heaps_pending(void);

@@ -28,6 +28,7 @@ size_t tm_policy_collect(const tm_trim_req *req, tm_batch *b, tm_due *due) {
     if (heaps) heaps = more = tm_trim_heaps(b, req, due, &cursor);
     if (!more && orphans) orphans = more = tm_trim_orphans(b, req, due);
     if (!more) more = tm_trim_segments(b, req, due);
+    if (!more && !req->empty_only) more = tm_trim_huge(b, req, due);
     if (b->n) {
       bytes += tm_release_run(b);
       TM_PSTAT_ADD(batches, 1);
@@ -55,5 +56,5 @@ bool tm_policy_pending(void) {
   tm_batch none = {0, 0, 0, NULL};
   tm_trim_req req = tm_policy_req(tm_now_ms(), false);
   tm_due due = {false, 0};
-  return tm_trim_segments(&none, &req, &due) || due.any;
+  return tm_trim_segments(&none, &req, &due) || tm_trim_huge(&none, &req, &due) || due.any;
 }

@@ -176,13 +176,27 @@ void tm_heap_flush_caches(tm_heap *h) {
   for (unsigned c = 0; c < TM_NUM_CLASSES; c++) tm_cache_flush(h, c, 0);
 }
 
-/* The pager asked for the caches back (tm_heap_trim): honoured on the next
+/* Half of what sat in a class's cache since the last scavenge without the
+ * class ever running dry goes back to the bitmaps: those blocks were not
+ * needed, and each pins a page the pager cannot give back. A class that
+ * needed refills keeps its cache. */
+static void tm_heap_scavenge(tm_heap *h) {
+  for (unsigned c = 0; c < TM_NUM_CLASSES; c++) {
+    tm_cache *k = &h->cache[c];
+    if (!k->misses && k->n) tm_cache_flush(h, c, k->n / 2u);
+    k->misses = 0;
+  }
+}
+
+/* The pager asked for cached blocks back (src/trim.c): honoured on the next
  * slow path, the only place where the owner can be reached. */
 static void tm_heap_honour_flush(tm_heap *h) {
-  if (TM_UNLIKELY(atomic_load_explicit(&h->flush_request, memory_order_relaxed))) {
-    atomic_store_explicit(&h->flush_request, 0, memory_order_relaxed);
+  if (TM_LIKELY(!atomic_load_explicit(&h->flush_request, memory_order_relaxed))) return;
+  unsigned ask = atomic_exchange_explicit(&h->flush_request, TM_ASK_NONE, memory_order_relaxed);
+  if (ask == TM_ASK_FLUSH)
     tm_heap_flush_caches(h);
-  }
+  else if (ask == TM_ASK_SCAVENGE)
+    tm_heap_scavenge(h);
 }
 
 /* Is p, a block of s owned by h, already free (cached or in the bitmap)?
@@ -324,8 +338,10 @@ static void *tm_heap_refill(tm_heap *h, unsigned c) {
   tm_span *s = tm_heap_current(h, c);
   if (!s) return NULL;
   tm_cache *k = &h->cache[c];
+  if (k->misses < UINT16_MAX) k->misses++;
   unsigned want = tm_refill_count(k, s->block_size);
-  if (want > k->cap - k->n + 1) want = k->cap - k->n + 1;
+  unsigned room = (unsigned)k->cap - k->n + 1u;
+  if (want > room) want = room;
   void *got[TM_CACHE_MAX + 1];
   unsigned n = tm_span_pop_batch(s, got, want);
   TM_ASSERT(n >= 1); /* tm_heap_current found a free block */

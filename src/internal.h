@@ -193,9 +193,15 @@ enum tm_heap_state {
 #define TM_CACHE_MAX 31
 typedef struct tm_cache {
   void *head;
-  uint32_t n;   /* blocks on the list */
-  uint32_t cap; /* its capacity (0 on static heaps) */
+  uint16_t n;      /* blocks on the list */
+  uint16_t cap;    /* its capacity (0 on static heaps) */
+  uint16_t misses; /* refills since the last scavenge (slow paths only) */
+  uint16_t unused;
 } tm_cache;
+
+/* What the pager asks of a heap's owner (flush_request), honoured on its
+ * next slow path. */
+enum { TM_ASK_NONE = 0, TM_ASK_SCAVENGE = 1, TM_ASK_FLUSH = 2 };
 
 /* The fast paths touch only cache[]. Everything below it changes only under
  * `lock`: the owner takes it on every slow path, the pager only tries it. */
@@ -207,7 +213,7 @@ typedef struct tm_heap {
   tm_span *_Atomic remote_spans; /* spans that received cross-thread frees */
   _Atomic uint32_t lock_seq;     /* the slow-path lock, odd while held (heap.c) */
   _Atomic uint32_t state;        /* enum tm_heap_state; the pager reads it */
-  _Atomic uint32_t flush_request; /* the pager wants the caches back */
+  _Atomic uint32_t flush_request; /* TM_ASK_*: the pager wants cached blocks back */
   uint32_t check_count;           /* debug: periodic consistency checks */
   /* the trimmer's view of the heap (src/trim.c; one trimmer at a time) */
   uint32_t trim_seq;       /* lock_seq after its last visit */
@@ -258,6 +264,8 @@ typedef struct tm_counters {
   atomic_size_t purged_bytes;      /* given back with madvise, all kinds */
   atomic_size_t span_pages_purged; /* of which pages inside live spans */
   atomic_size_t refault_bytes;     /* purged pages of live spans handed out again */
+  atomic_size_t huge_cached_bytes; /* freed huge mappings kept for reuse */
+  atomic_size_t huge_reused;       /* huge blocks served from that cache */
 } tm_counters;
 extern tm_counters tm_stat;
 

@@ -172,14 +172,19 @@ static bool tm_trim_heap(tm_batch *b, const tm_trim_req *req, tm_due *due, tm_he
   }
   h->trim_visit_ms = now;
   tm_trim_walk w = {b, idle, false, false};
+  /* cached blocks are the owner's alone: ask for them, on its next slow
+   * path; all of them from an idle heap, the unneeded half otherwise */
   if (idle) {
     tm_heap_retire_empty(h);
-    if (!h->trim_flush_asked) { /* honoured on the owner's next slow path */
-      atomic_store_explicit(&h->flush_request, 1, memory_order_relaxed);
+    if (!h->trim_flush_asked) {
+      atomic_store_explicit(&h->flush_request, TM_ASK_FLUSH, memory_order_relaxed);
       h->trim_flush_asked = 1;
     }
   } else {
     tm_heap_drain_remote(h, false);
+    unsigned none = TM_ASK_NONE;
+    atomic_compare_exchange_strong_explicit(&h->flush_request, &none, TM_ASK_SCAVENGE, memory_order_relaxed,
+                                            memory_order_relaxed);
   }
   tm_heap_each_span(h, tm_trim_span_cb, &w);
   atomic_store_explicit(&h->lock_seq, mine + 1, memory_order_release); /* unlock: not activity */
@@ -268,7 +273,7 @@ void tm_trim_done(tm_batch *b) {
         break;
       case TM_REL_UNMAP:
         TM_STAT_SUB(mapped_bytes, r->len);
-        TM_STAT_ADD(segments_released, 1);
+        if (seg) TM_STAT_ADD(segments_released, 1);
         break;
       default:
         break;
