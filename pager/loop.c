@@ -121,6 +121,8 @@ bool tm_loop_open(int psi_fd, bool allow_uring) {
 
 unsigned tm_loop_backend(void) { return tm_backend; }
 
+bool tm_loop_has_psi(void) { return tm_psi_fd >= 0; }
+
 /* Wait up to timeout_ms (-1: until woken). Returns TM_EV_* bits. */
 unsigned tm_loop_wait(int timeout_ms) {
 #ifdef HAVE_LIBURING

@@ -114,10 +114,14 @@ bool tm_front_ready(void);
 uint32_t tm_now_ms(void);
 
 /* ---- knobs (parsed by src/options.c; doc/knobs.md) ------------------------- */
+enum { TM_MODE_DONTNEED = 0, TM_MODE_FREE = 1 };
 typedef struct tm_pager_opts {
-  int enabled;  /* TIDE_PAGER: 0 = no pager thread (empty segments released at once) */
-  int delay_ms; /* TIDE_PAGER_DELAY_MS: how long free memory stays before it goes back */
-  int idle_ms;  /* TIDE_PAGER_IDLE_MS: a thread without a slow path this long is idle */
+  int enabled;      /* TIDE_PAGER: 0 = no pager thread (empty segments released at once) */
+  int delay_ms;     /* TIDE_PAGER_DELAY_MS: how long free memory stays before it goes back */
+  int idle_ms;      /* TIDE_PAGER_IDLE_MS: a thread without a slow path this long is idle */
+  int psi;          /* TIDE_PAGER_PSI: purge everything free when the kernel reports pressure */
+  int mode;         /* TIDE_PAGER_MODE: TM_MODE_DONTNEED or TM_MODE_FREE */
+  size_t rss_limit; /* TIDE_RSS_LIMIT: bytes (0: none); near it, purge everything free */
 } tm_pager_opts;
 extern tm_pager_opts tm_pager_opt;
 
@@ -129,6 +133,10 @@ typedef struct tm_pager_stats {
   uint64_t rounds;      /* rounds of work */
   uint64_t batches;     /* batches handed to the kernel */
   uint64_t syscalls;    /* system calls that gave memory back */
+  uint64_t pressure;    /* PSI events the kernel reported */
+  uint64_t tight;       /* rounds run near the RSS or cgroup limit */
+  uint64_t limit;       /* the budget in force, bytes (0: none) */
+  unsigned psi;         /* 1 while a PSI trigger is armed */
   uint64_t cpu_ns;      /* CPU time of the thread (filled in by tm_pager_get_stats) */
   unsigned loop;        /* TM_LOOP_*: how it waits */
 } tm_pager_stats;
@@ -151,10 +159,15 @@ void tm_pager_resume(void);
 /* Collect, release and give back now, on the calling thread; returns the
  * bytes the kernel took. */
 size_t tm_pager_trim_now(const tm_trim_req *req);
+/* Everything free in the whole process, now (tide_purge, malloc_trim). */
+size_t tm_pager_purge_all(void);
 
 /* ---- release (pager/release.c) -------------------------------------------- */
 /* Hand every range of b to the kernel; returns the bytes it took. */
 size_t tm_release_run(tm_batch *b);
 const char *tm_release_mode_name(void);
+enum { TM_REL_BACKEND_NONE = 0, TM_REL_BACKEND_PMADV, TM_REL_BACKEND_MADV };
+unsigned tm_release_backend(void); /* the one used last */
+void tm_release_after_fork(void);
 
 #endif

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "pager.h"
+#include "pressure.h"
 
 #define TM_PAGER_LIKELY(x) __builtin_expect(!!(x), 1)
 
@@ -15,6 +16,7 @@
 enum { TM_EV_WAKE = 1, TM_EV_TIMEOUT = 2, TM_EV_PRESSURE = 4, TM_EV_ERROR = 8 };
 bool tm_loop_open(int psi_fd, bool allow_uring);
 unsigned tm_loop_backend(void); /* TM_LOOP_* (pager.h) */
+bool tm_loop_has_psi(void);     /* a PSI trigger is armed */
 unsigned tm_loop_wait(int timeout_ms);
 void tm_loop_wake(void);
 void tm_loop_after_fork(void);
@@ -23,6 +25,9 @@ void tm_loop_after_fork(void);
 /* One round of work at time now; returns milliseconds until the next round
  * is due, or -1 when nothing is pending. `pressure`: the kernel asked. */
 int tm_policy_round(uint32_t now, bool pressure);
+/* The pager thread starts / a fork child forgets: the PSI descriptor. */
+int tm_policy_open(void);
+void tm_policy_after_fork(void);
 /* Collect, release and give back what req asks for, in batches of b;
  * returns the bytes the kernel took. */
 size_t tm_policy_collect(const tm_trim_req *req, tm_batch *b, tm_due *due);

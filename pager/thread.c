@@ -72,7 +72,7 @@ void tm_pager_maybe_start(void) {
   if (!atomic_compare_exchange_strong(&tm_pstate, &expect, TM_PS_STARTING)) return;
   int saved = errno;
   int state = TM_PS_FAILED;
-  if (tm_loop_open(-1, true)) {
+  if (tm_loop_open(tm_policy_open(), true)) {
     pthread_attr_t attr;
     sigset_t all, old;
     sigfillset(&all);
@@ -88,7 +88,10 @@ void tm_pager_maybe_start(void) {
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     pthread_attr_destroy(&attr);
-    if (state != TM_PS_RUNNING) tm_loop_after_fork(); /* closes what it opened */
+    if (state != TM_PS_RUNNING) { /* close what was opened */
+      tm_loop_after_fork();
+      tm_policy_after_fork();
+    }
   }
   atomic_store_explicit(&tm_pstate, state, memory_order_release);
   errno = saved;
@@ -123,15 +126,24 @@ size_t tm_pager_trim_now(const tm_trim_req *req) {
   return bytes;
 }
 
+/* Everything free in the process, now: every heap counted idle (their
+ * caches asked back), every empty segment unmapped, the huge cache too. */
+size_t tm_pager_purge_all(void) {
+  tm_trim_req req = {.now_ms = tm_now_ms(), .all = true, .keep_no_empty = true};
+  return tm_pager_trim_now(&req);
+}
+
 /* Between rounds, hold the pager still (tests that inspect the heaps). */
 void tm_pager_pause(void) { pthread_mutex_lock(&tm_trim_mutex); }
 void tm_pager_resume(void) { pthread_mutex_unlock(&tm_trim_mutex); }
 
 void tm_pager_after_fork(void) {
   pthread_mutex_init(&tm_trim_mutex, NULL); /* the pager may have held it */
+  tm_release_after_fork();
   int st = atomic_load(&tm_pstate);
   if (st == TM_PS_RUNNING || st == TM_PS_STARTING) {
     tm_loop_after_fork();
+    tm_policy_after_fork();
     atomic_store(&tm_pstate, TM_PS_OFF); /* started again on the next slow path */
   }
   atomic_store(&tm_asleep, 0);
@@ -145,14 +157,19 @@ void tm_pager_get_stats(tm_pager_stats *out) {
   s.rounds = __atomic_load_n(&tm_pstat.rounds, __ATOMIC_RELAXED);
   s.batches = __atomic_load_n(&tm_pstat.batches, __ATOMIC_RELAXED);
   s.syscalls = __atomic_load_n(&tm_pstat.syscalls, __ATOMIC_RELAXED);
+  s.pressure = __atomic_load_n(&tm_pstat.pressure, __ATOMIC_RELAXED);
+  s.tight = __atomic_load_n(&tm_pstat.tight, __ATOMIC_RELAXED);
+  s.limit = __atomic_load_n(&tm_pstat.limit, __ATOMIC_RELAXED);
   s.cpu_ns = 0;
   s.loop = TM_LOOP_NONE;
+  s.psi = 0;
   if (atomic_load_explicit(&tm_pstate, memory_order_acquire) == TM_PS_RUNNING) {
     clockid_t cid;
     struct timespec ts;
     if (pthread_getcpuclockid(tm_ptid, &cid) == 0 && clock_gettime(cid, &ts) == 0)
       s.cpu_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
     s.loop = tm_loop_backend();
+    s.psi = tm_loop_has_psi();
   }
   *out = s;
 }

@@ -33,20 +33,30 @@ TM_API void tide_get_stats(struct tide_stats *out) {
   out->pager_batches = ps.batches;
   out->pager_syscalls = ps.syscalls;
   out->pager_cpu_ns = ps.cpu_ns;
+  out->pager_pressure_events = ps.pressure;
+  out->pager_tight_rounds = ps.tight;
+  out->memory_limit = ps.limit;
+  out->pager_psi = (int)ps.psi;
+  unsigned rb = tm_release_backend();
+  out->release_backend = rb == TM_REL_BACKEND_PMADV ? "process_madvise" : rb == TM_REL_BACKEND_MADV ? "madvise" : "none";
 }
 
 TM_API size_t tide_collect(void) {
-  size_t before = TM_STAT_GET(purged_bytes);
-  size_t mapped_before = TM_STAT_GET(mapped_bytes);
   tm_heap_collect_all(tm_heap_tls);
   tm_lock(&tm_global_lock);
   tm_orphans_sweep();
   tm_unlock(&tm_global_lock);
   tm_trim_req req = {.now_ms = tm_now_ms(), .empty_only = true, .keep_no_empty = true};
-  tm_pager_trim_now(&req);
-  size_t mapped_after = TM_STAT_GET(mapped_bytes);
-  size_t unmapped = mapped_before > mapped_after ? mapped_before - mapped_after : 0;
-  return (TM_STAT_GET(purged_bytes) - before) + unmapped;
+  return tm_pager_trim_now(&req);
+}
+
+/* The whole process: this thread's caches first (no other thread can take
+ * them), then every heap as if idle, orphans, free slices, empty segments
+ * and the huge cache, with no delay. Other threads' caches are asked back
+ * and go on their owners' next slow path. */
+TM_API size_t tide_purge(void) {
+  tm_heap_collect_all(tm_heap_tls);
+  return tm_pager_purge_all();
 }
 
 TM_API int tide_heap_check(void) {
@@ -62,7 +72,7 @@ TM_API int tide_heap_check(void) {
 
 TM_API int malloc_trim(size_t pad) {
   (void)pad;
-  return tide_collect() > 0;
+  return tide_purge() > 0;
 }
 
 /* Segment bytes not handed to spans or large blocks count as free. */

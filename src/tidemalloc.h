@@ -47,14 +47,27 @@ struct tide_stats {
   size_t pager_batches;      /* batches of ranges it handed to the kernel */
   size_t pager_syscalls;     /* system calls that gave memory back (any thread) */
   size_t pager_cpu_ns;       /* CPU time the pager thread used */
+  size_t pager_pressure_events; /* memory pressure the kernel reported (PSI) */
+  size_t pager_tight_rounds; /* rounds run near the memory limit */
+  size_t memory_limit;       /* the limit in force: TIDE_RSS_LIMIT or the cgroup's (0: none) */
+  int pager_psi;             /* 1 while the kernel's PSI trigger is armed */
+  const char *release_backend; /* "process_madvise", "madvise", or "none" yet */
 };
 
 /* Fill *out with current figures. Never allocates. */
 void tide_get_stats(struct tide_stats *out);
 
-/* Collect pending cross-thread frees, retire empty spans and return empty
- * segments to the OS now. Returns the number of bytes given back. */
+/* On the calling thread's own heap: flush its caches, collect pending
+ * cross-thread frees, retire empty spans; sweep the spans of exited threads;
+ * unmap empty segments. Returns the bytes given back to the OS. */
 size_t tide_collect(void);
+
+/* Give back every free byte of the whole process now, all threads
+ * included: free pages inside spans, free slices, empty segments, cached
+ * huge blocks. Other threads' caches are asked back (they go on those
+ * threads' next allocation). malloc_trim() does the same. Returns the bytes
+ * given back to the OS (madvised and unmapped). */
+size_t tide_purge(void);
 
 /* Walk the calling thread's heap and the global structures and verify their
  * invariants. Returns 0 when consistent; otherwise reports on stderr and

@@ -15,8 +15,14 @@
 #include <stddef.h>
 #include <sys/prctl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
+#include <stdbool.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <tidemalloc.h>
 
 #include "testutil.h"
@@ -202,6 +208,17 @@ static void check_loop(const char *want) {
   struct tide_stats st;
   tide_get_stats(&st);
   if (strcmp(st.pager_loop, want) != 0) problem("the pager waits with %s, not %s", st.pager_loop, want);
+  if (wait_rss_below(full - (long)(NBIG / 2) * (BIG / 1024) * 8 / 10, 5000) < 0)
+    problem("RSS %ld KiB (full %ld, base %ld): nothing given back", rss_kb(), full, base);
+}
+
+/* The pager ran, whatever it waits with, and gave memory back. */
+static void check_loop_backend_any(void) {
+  long base = rss_kb();
+  alloc_big();
+  long full = rss_kb();
+  for (int i = 0; i < NBIG; i += 2) free(big[i]);
+  poke_malloc();
   if (wait_rss_below(full - (long)(NBIG / 2) * (BIG / 1024) * 8 / 10, 5000) < 0)
     problem("RSS %ld KiB (full %ld, base %ld): nothing given back", rss_kb(), full, base);
 }
@@ -412,10 +429,184 @@ static void sc_purge_race(void) {
   printf("purge race: %zu batches, %zu bytes purged\n", st.pager_batches, st.purged_bytes);
 }
 
+/* ---- policy: limits, pressure ------------------------------------------------ */
+/* 96 MiB allocated, half freed, with a decay of 10 s: only a limit can make
+ * the pager give the free half back within the wait. */
+static void half_freed_under_long_delay(bool expect_drop) {
+  alloc_big();
+  long full = rss_kb();
+  for (int i = 0; i < NBIG; i += 2) free(big[i]);
+  poke_malloc();
+  long half_kb = (long)(NBIG / 2) * (BIG / 1024);
+  int t = wait_rss_below(full - half_kb * 7 / 10, 2000);
+  struct tide_stats st;
+  tide_get_stats(&st);
+  if (expect_drop && t < 0)
+    problem("RSS %ld KiB from %ld under a limit of %zu KiB: the free half stayed", rss_kb(), full, st.memory_limit >> 10);
+  if (!expect_drop && t >= 0) problem("RSS fell from %ld to %ld KiB with no limit and a 10 s delay", full, rss_kb());
+  if (expect_drop && !st.pager_tight_rounds) problem("no round ran near the limit");
+  if (t >= 0) printf("given back in %d ms (limit %zu KiB, %zu tight rounds)\n", t, st.memory_limit >> 10, st.pager_tight_rounds);
+}
+
+/* TIDE_RSS_LIMIT a little under what the program holds. */
+static void sc_rss_limit(void) { half_freed_under_long_delay(true); }
+static void sc_no_limit(void) { half_freed_under_long_delay(false); }
+
+/* The same with the cgroup's limit (v1 memory.limit_in_bytes, or v2
+ * memory.high): the process moves into a fresh memory cgroup first. */
+static bool write_file(const char *path, const char *text) {
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  bool ok = write(fd, text, strlen(text)) == (ssize_t)strlen(text);
+  close(fd);
+  return ok;
+}
+
+static void sc_cgroup_limit(void) {
+  char dir[256], path[300], text[64];
+  long pid = (long)getpid();
+  const char *limit_file;
+  snprintf(dir, sizeof dir, "/sys/fs/cgroup/memory/tidetest.%ld", pid);
+  limit_file = "memory.limit_in_bytes";
+  if (mkdir(dir, 0755) != 0) {
+    snprintf(dir, sizeof dir, "/sys/fs/cgroup/tidetest.%ld", pid); /* v2 */
+    limit_file = "memory.high";
+    if (mkdir(dir, 0755) != 0) {
+      printf("SKIP: cannot make a memory cgroup here (%s)\n", strerror(errno));
+      return;
+    }
+  }
+  snprintf(path, sizeof path, "%s/%s", dir, limit_file);
+  snprintf(text, sizeof text, "%ld", 104L << 20);
+  snprintf(path, sizeof path, "%s/%s", dir, limit_file);
+  bool ok = write_file(path, text);
+  snprintf(path, sizeof path, "%s/cgroup.procs", dir);
+  snprintf(text, sizeof text, "%ld", pid);
+  ok = ok && write_file(path, text);
+  if (!ok) {
+    printf("SKIP: cannot set up the memory cgroup %s (%s)\n", dir, strerror(errno));
+  } else {
+    half_freed_under_long_delay(true);
+  }
+  /* back to the parent cgroup, then remove ours */
+  char parent[256];
+  snprintf(parent, sizeof parent, "%.*s/cgroup.procs", (int)(strrchr(dir, '/') - dir), dir);
+  write_file(parent, text);
+  rmdir(dir);
+}
+
+/* PSI: armed where /proc/pressure/memory exists; where it does not (here:
+ * hidden under an empty tmpfs in a private mount namespace), the pager
+ * runs without it. */
+static void sc_psi(void) {
+  long base = rss_kb();
+  (void)base;
+  check_loop_backend_any();
+  struct tide_stats st;
+  tide_get_stats(&st);
+  if (access("/proc/pressure/memory", R_OK) == 0 && !st.pager_psi) problem("PSI exists but no trigger is armed");
+}
+
+static void sc_no_psi(void) {
+  if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+      mount("none", "/proc/pressure", "tmpfs", 0, NULL) != 0) {
+    printf("SKIP: cannot hide /proc/pressure (%s)\n", strerror(errno));
+    return;
+  }
+  check_loop_backend_any();
+  struct tide_stats st;
+  tide_get_stats(&st);
+  if (st.pager_psi) problem("a PSI trigger is armed without /proc/pressure");
+}
+
+/* ---- release backends ---------------------------------------------------------- */
+static void deny_syscall(long nr) {
+  struct sock_filter f[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)nr, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  struct sock_fprog prog = {sizeof f / sizeof f[0], f};
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0)
+    problem("cannot install the seccomp filter: %s", strerror(errno));
+}
+
+static void check_release(const char *want) {
+  check_loop_backend_any();
+  struct tide_stats st;
+  tide_get_stats(&st);
+  /* RSS falls while the call runs: the backend is noted when it returns */
+  for (int t = 0; t < 2000 && strcmp(st.release_backend, "none") == 0; t += 10) {
+    sleep_ms(10);
+    tide_get_stats(&st);
+  }
+  if (strcmp(st.release_backend, want) != 0) problem("memory went back with %s, not %s", st.release_backend, want);
+}
+
+static void sc_pmadv(void) {
+#ifndef SYS_process_madvise
+#define SYS_process_madvise 440
+#endif
+  /* does this kernel take MADV_DONTNEED through process_madvise? */
+  int pfd = (int)syscall(434 /* pidfd_open */, getpid(), 0);
+  void *m = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  struct iovec iov = {m, 4096};
+  long r = pfd >= 0 ? syscall(SYS_process_madvise, pfd, &iov, 1, MADV_DONTNEED, 0) : -1;
+  munmap(m, 4096);
+  if (r != 4096) {
+    printf("SKIP: this kernel refuses process_madvise(MADV_DONTNEED) (%s)\n", strerror(errno));
+    check_release("madvise");
+    return;
+  }
+  check_release("process_madvise");
+}
+
+static void sc_pmadv_refused(void) {
+  deny_syscall(SYS_process_madvise);
+  check_release("madvise");
+}
+
+/* TIDE_PAGER_MODE=free: pages go back with MADV_FREE. The kernel takes them
+ * only under pressure, so RSS need not fall; smaps says LazyFree instead.
+ * Reused memory must still read as the program wrote it after reuse. */
+static long rollup_kb(const char *field) {
+  char buf[4096];
+  int fd = open("/proc/self/smaps_rollup", O_RDONLY);
+  if (fd < 0) return -1;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return -1;
+  buf[n] = 0;
+  char *p = strstr(buf, field);
+  return p ? strtol(p + strlen(field) + 1, NULL, 10) : -1;
+}
+
+static void sc_mode_free(void) {
+  struct tide_stats st;
+  tide_get_stats(&st);
+  if (strcmp(st.pager_mode, "free") != 0) problem("pager mode %s, not free", st.pager_mode);
+  alloc_big();
+  for (int i = 0; i < NBIG; i += 2) free(big[i]);
+  poke_malloc();
+  long lazy = 0;
+  for (int t = 0; t < 5000 && (lazy = rollup_kb("LazyFree")) < (long)(NBIG / 2) * (BIG / 1024) / 2; t += 10) sleep_ms(10);
+  if (lazy < (long)(NBIG / 2) * (BIG / 1024) / 2) problem("LazyFree %ld KiB: the free half was not given back with MADV_FREE", lazy);
+  for (int i = 0; i < NBIG; i += 2) { /* reuse: every byte as written */
+    big[i] = malloc(BIG);
+    pattern_fill(big[i], BIG, (uint64_t)i);
+  }
+  for (int i = 0; i < NBIG; i += 2)
+    if (pattern_check(big[i], BIG, (uint64_t)i) != (size_t)-1) problem("block %d changed after reuse", i);
+}
+
 static const struct {
   const char *name;
   void (*run)(void);
 } scenarios[] = {
+    {"rss_limit", sc_rss_limit},   {"no_limit", sc_no_limit},   {"cgroup_limit", sc_cgroup_limit},
+    {"psi", sc_psi},               {"no_psi", sc_no_psi},       {"pmadv", sc_pmadv},
+    {"pmadv_refused", sc_pmadv_refused}, {"mode_free", sc_mode_free},
     {"blocked_owner", sc_blocked_owner}, {"partial_pages", sc_partial_pages}, {"purge_race", sc_purge_race},
     {"lazy", sc_lazy},         {"rss_drop", sc_rss_drop}, {"disabled", sc_disabled}, {"loop_uring", sc_loop_uring},
     {"loop_poll", sc_loop_poll}, {"fork", sc_fork},       {"fork_busy", sc_fork_busy},
@@ -481,6 +672,34 @@ START_TEST(t_blocked_owner) { run_scenario("blocked_owner", NULL); }
 END_TEST
 START_TEST(t_partial_pages) { run_scenario("partial_pages", NULL); }
 END_TEST
+START_TEST(t_rss_limit) {
+  const char *env[] = {"TIDE_PAGER_DELAY_MS=10000", "TIDE_RSS_LIMIT=80M", NULL};
+  run_scenario("rss_limit", env);
+}
+END_TEST
+START_TEST(t_no_limit) {
+  const char *env[] = {"TIDE_PAGER_DELAY_MS=10000", NULL};
+  run_scenario("no_limit", env);
+}
+END_TEST
+START_TEST(t_cgroup_limit) {
+  const char *env[] = {"TIDE_PAGER_DELAY_MS=10000", NULL};
+  run_scenario("cgroup_limit", env);
+}
+END_TEST
+START_TEST(t_psi) { run_scenario("psi", NULL); }
+END_TEST
+START_TEST(t_no_psi) { run_scenario("no_psi", NULL); }
+END_TEST
+START_TEST(t_pmadv) { run_scenario("pmadv", NULL); }
+END_TEST
+START_TEST(t_pmadv_refused) { run_scenario("pmadv_refused", NULL); }
+END_TEST
+START_TEST(t_mode_free) {
+  const char *env[] = {"TIDE_PAGER_MODE=free", NULL};
+  run_scenario("mode_free", env);
+}
+END_TEST
 START_TEST(t_purge_race) {
   const char *env[] = {"TIDE_PAGER_DELAY_MS=0", "TIDE_PAGER_IDLE_MS=0", NULL};
   run_scenario("purge_race", env);
@@ -514,6 +733,17 @@ int main(int argc, char **argv) {
   tcase_add_test(tc, t_blocked_owner);
   tcase_add_test(tc, t_partial_pages);
   tcase_add_test(tc, t_purge_race);
+  TCase *tp = tcase_create("policy");
+  tcase_set_timeout(tp, 120);
+  tcase_add_test(tp, t_rss_limit);
+  tcase_add_test(tp, t_no_limit);
+  tcase_add_test(tp, t_cgroup_limit);
+  tcase_add_test(tp, t_psi);
+  tcase_add_test(tp, t_no_psi);
+  tcase_add_test(tp, t_pmadv);
+  tcase_add_test(tp, t_pmadv_refused);
+  tcase_add_test(tp, t_mode_free);
+  suite_add_tcase(su, tp);
   suite_add_tcase(su, tc);
   SRunner *sr = srunner_create(su);
   srunner_run_all(sr, CK_NORMAL);
