@@ -73,10 +73,20 @@ static bool tm_trim_segment_slices(tm_batch *b, tm_segment *seg, const tm_trim_r
                  TM_REL_SLICES);
     expired &= ~run;
   }
-  /* an empty segment left with nothing resident but its header */
+  /* An empty segment left with nothing resident but its header. The
+   * header purge takes the whole segment out of circulation (a thread that
+   * needs slices meanwhile maps a new segment), so only once it has stayed
+   * empty for the idle time, or when everything must go. */
   if ((seg->free_slices | seg->purging_slices) == TM_DATA_SLICES_MASK && !seg->dirty_slices && !seg->header_clean) {
-    if (tm_batch_full(b)) return true;
-    tm_trim_header(b, seg);
+    uint32_t emptied = 0;
+    for (unsigned j = 1; j < TM_SLICES; j++)
+      if ((int32_t)(seg->slice_freed_ms[j] - emptied) > 0 || j == 1) emptied = seg->slice_freed_ms[j];
+    if (req->all || tm_older(req->now_ms, emptied, req->idle_ms)) {
+      if (tm_batch_full(b)) return true;
+      tm_trim_header(b, seg);
+    } else {
+      tm_due_at(due, emptied + req->idle_ms);
+    }
   }
   return false;
 }
