@@ -103,6 +103,17 @@ static tm_segment *tm_huge_cache_take(size_t map, size_t *got) {
   return seg;
 }
 
+/* fork child: a thread that vanished (the pager, trimming) may have held
+ * the cache's lock mid-update; forget the cache (its mappings stay, unused,
+ * in the child) rather than trust it. */
+void tm_huge_after_fork(void) {
+  if (!tm_lock_is_held(&tm_huge_lock)) return;
+  memset(tm_huge_cache, 0, sizeof tm_huge_cache);
+  tm_huge_cache_bytes = 0;
+  atomic_store_explicit(&tm_stat.huge_cached_bytes, 0, memory_order_relaxed);
+  atomic_store(&tm_huge_lock.held, 0);
+}
+
 /* The pager: entries unused for req->delay_ms (every one when `all`) go to
  * the batch, to be unmapped. */
 bool tm_trim_huge(tm_batch *b, const tm_trim_req *req, tm_due *due) {

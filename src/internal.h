@@ -437,6 +437,7 @@ size_t tm_stranded_spans(size_t *blocks_out); /* test hook */
 /* ---- huge blocks (huge.c) ------------------------------------------------ */
 void *tm_huge_alloc(size_t size, size_t align, bool zero);
 void tm_huge_free(tm_segment *seg, tm_span *s);
+void tm_huge_after_fork(void);
 void *tm_huge_realloc(tm_segment *seg, tm_span *s, void *p, size_t newsize);
 
 /* ---- generic allocation (alloc.c, aligned.c) ----------------------------- */

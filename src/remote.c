@@ -73,15 +73,15 @@ static bool tm_notify_owner(tm_span *s) {
   return true;
 }
 
-/* Push b (or nothing, for NULL) on s->thread_free, with `flags` (BACK);
- * BUSY becomes QUEUED, or NEVER when there was no owner to tell. The last
- * touch of s. */
-static void tm_push(tm_span *s, tm_block *b, uintptr_t flags, bool was_notifier, bool told) {
+/* The notifier's last step: push b (or nothing, for NULL) on
+ * s->thread_free, with `flags` (BACK); BUSY becomes QUEUED, or NEVER when
+ * there was no owner to tell. The last touch of s. */
+static void tm_push(tm_span *s, tm_block *b, uintptr_t flags, bool told) {
   uintptr_t old = atomic_load_explicit(&s->thread_free, memory_order_relaxed);
   for (;;) {
     unsigned st = tm_tf_state(old);
     /* (a fork child may have forced BUSY away: then keep what it set) */
-    if (was_notifier && st == TM_NOTICE_BUSY) st = told ? TM_NOTICE_QUEUED : TM_NOTICE_NEVER;
+    if (st == TM_NOTICE_BUSY) st = told ? TM_NOTICE_QUEUED : TM_NOTICE_NEVER;
     uintptr_t head = old & ~TM_TF_FLAGS;
     uintptr_t nw = (b ? (uintptr_t)b : head) | (old & TM_TF_BACK) | flags | st;
     if (b) b->next = (tm_block *)head;
@@ -92,28 +92,34 @@ static void tm_push(tm_span *s, tm_block *b, uintptr_t flags, bool was_notifier,
   }
 }
 
-/* Either win IDLE -> BUSY (returns true: the caller tells the owner), or
- * find the owner told already / nobody to tell (returns false). */
-static bool tm_claim_notice(tm_span *s) {
-  uintptr_t old = atomic_load_explicit(&s->thread_free, memory_order_relaxed);
-  while (tm_tf_state(old) == TM_NOTICE_IDLE) {
-    if (atomic_compare_exchange_weak_explicit(&s->thread_free, &old, old | TM_NOTICE_BUSY,
-                                              memory_order_acquire, memory_order_relaxed))
-      return true;
-  }
-  return false;
-}
-
-/* Push (b, flags) and make sure whoever holds s will look at it. */
+/* Push (b, flags) and make sure whoever holds s will look at it: either
+ * the CAS that pushes finds the owner told already (QUEUED, BUSY) or no
+ * owner (NEVER), or the CAS takes IDLE -> BUSY and this thread tells the
+ * owner. One loop, so that a push never lands on an IDLE word: a drain
+ * between a look at the state and the push would leave the block there
+ * with nobody told (test_handoff found this). */
 static void tm_deliver(tm_span *s, tm_block *b, uintptr_t flags) {
-  if (tm_claim_notice(s)) {
-    bool told = tm_notify_owner(s);
-    tm_push(s, b, flags, true, told);
-    if (told) tm_pager_activity(); /* an idle owner: the pager may do its work */
-  } else {
-    bool orphan = tm_tf_state(atomic_load_explicit(&s->thread_free, memory_order_relaxed)) == TM_NOTICE_NEVER;
-    tm_push(s, b, flags, false, false);
-    if (orphan && !flags) tm_pager_activity(); /* only a sweep will see it */
+  uintptr_t old = atomic_load_explicit(&s->thread_free, memory_order_relaxed);
+  for (;;) {
+    unsigned st = tm_tf_state(old);
+    if (st == TM_NOTICE_IDLE) {
+      if (!atomic_compare_exchange_weak_explicit(&s->thread_free, &old, old | TM_NOTICE_BUSY,
+                                                 memory_order_acquire, memory_order_relaxed))
+        continue;
+      bool told = tm_notify_owner(s);
+      tm_push(s, b, flags, told);
+      if (told) tm_pager_activity(); /* an idle owner: the pager may do its work */
+      return;
+    }
+    uintptr_t head = old & ~TM_TF_FLAGS;
+    uintptr_t nw = (b ? (uintptr_t)b : head) | (old & TM_TF_BACK) | flags | st;
+    if (b) b->next = (tm_block *)head;
+    /* seq_cst: one side of the pager's sleep handshake (tm_pager_activity) */
+    if (atomic_compare_exchange_weak_explicit(&s->thread_free, &old, nw, memory_order_seq_cst,
+                                              memory_order_relaxed)) {
+      if (st == TM_NOTICE_NEVER && !flags) tm_pager_activity(); /* an orphan: only a sweep will see it */
+      return;
+    }
   }
 }
 

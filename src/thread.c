@@ -164,6 +164,7 @@ static void tm_fork_child(void) {
   else
     tm_segments_after_fork();
   tm_heap_shared_after_fork();
+  tm_huge_after_fork();
   tm_heap *me = tm_heap_tls;
   if (tm_heap_state(me) == TM_HEAP_ACTIVE && tm_heap_locked(me)) {
     tm_heap_set_state(me, TM_HEAP_DEAD);
@@ -176,6 +177,15 @@ static void tm_fork_child(void) {
     tm_heap_drain_remote(me, true);
     tm_heap_each_span(me, tm_span_reopen_cb, NULL);
     tm_heap_unlock(me);
+  }
+  /* the shared heap has no thread to vanish with, but a notifier may have
+   * left one of its spans BUSY too */
+  tm_heap *shared = tm_heap_shared_get();
+  if (shared && tm_heap_state(shared) == TM_HEAP_ACTIVE && !tm_heap_locked(shared)) {
+    tm_heap_lock(shared);
+    tm_heap_drain_remote(shared, true);
+    tm_heap_each_span(shared, tm_span_reopen_cb, NULL);
+    tm_heap_unlock(shared);
   }
   for (tm_heap *h = atomic_load(&tm_all_heaps); h; h = h->next_all) {
     if (h == tm_heap_tls || tm_heap_state(h) != TM_HEAP_ACTIVE || tm_heap_is_shared(h)) continue;

@@ -143,6 +143,44 @@ static void run_handoff(int short_rounds, int tail_ms) {
   ck_assert_msg(spans == 0, "%zu spans hold %zu cross-thread frees their owner will never collect", spans, blocks);
 }
 
+/* drain: the owner drains its remote list over and over while two threads
+ * free its blocks remotely, so that a drain falls between a freer's look at
+ * the notice state and its push as often as possible. */
+enum { DRAIN_BLOCKS = 60000 };
+static void *drain_blocks[DRAIN_BLOCKS];
+static atomic_int drain_done;
+
+static void *drain_freer(void *arg) {
+  long half = (long)arg;
+  for (long i = half; i < DRAIN_BLOCKS; i += 2) free(drain_blocks[i]);
+  atomic_fetch_add(&drain_done, 1);
+  return NULL;
+}
+
+START_TEST(t_drain_race) {
+  for (int round = 0; round < 5; round++) {
+    for (int i = 0; i < DRAIN_BLOCKS; i++) {
+      drain_blocks[i] = malloc(BLOCK);
+      ck_assert_ptr_nonnull(drain_blocks[i]);
+    }
+    atomic_store(&drain_done, 0);
+    pthread_t f[2];
+    for (long i = 0; i < 2; i++) ck_assert_int_eq(pthread_create(&f[i], NULL, drain_freer, (void *)i), 0);
+    tm_heap *h = tm_heap_tls;
+    while (atomic_load(&drain_done) < 2) { /* the owner's drain, as its slow paths do it */
+      tm_heap_lock(h);
+      tm_heap_drain_remote(h, false);
+      tm_heap_unlock(h);
+    }
+    for (int i = 0; i < 2; i++) pthread_join(f[i], NULL);
+    size_t blocks = 0;
+    size_t spans = tm_stranded_spans(&blocks);
+    ck_assert_msg(spans == 0, "round %d: %zu spans hold %zu cross-thread frees nobody was told of", round, spans, blocks);
+    tm_heap_collect_all(h);
+  }
+}
+END_TEST
+
 START_TEST(t_no_stranded_frees) {
   /* the race is hit in about half the rounds on a broken handoff */
   for (int round = 0; round < 3; round++) run_handoff(1500, 300);
@@ -154,6 +192,7 @@ int main(void) {
   TCase *tc = tcase_create("stranded");
   tcase_set_timeout(tc, 120);
   tcase_add_test(tc, t_no_stranded_frees);
+  tcase_add_test(tc, t_drain_race);
   suite_add_tcase(su, tc);
   SRunner *sr = srunner_create(su);
   srunner_run_all(sr, CK_NORMAL);
