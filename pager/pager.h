@@ -137,6 +137,8 @@ typedef struct tm_pager_stats {
   uint64_t tight;       /* rounds run near the RSS or cgroup limit */
   uint64_t limit;       /* the budget in force, bytes (0: none) */
   unsigned psi;         /* 1 while a PSI trigger is armed */
+  uint64_t purged_dontneed; /* bytes given back with MADV_DONTNEED */
+  uint64_t purged_free;     /* bytes given back with MADV_FREE */
   uint64_t cpu_ns;      /* CPU time of the thread (filled in by tm_pager_get_stats) */
   unsigned loop;        /* TM_LOOP_*: how it waits */
 } tm_pager_stats;

@@ -151,8 +151,16 @@ size_t tm_release_run(tm_batch *b) {
     tm_release_purges(b->r, i, j);
     i = j;
   }
-  for (i = 0; i < b->n; i++)
-    if (b->r[i].ok) bytes += b->r[i].len;
+  size_t purged = 0;
+  for (i = 0; i < b->n; i++) {
+    if (!b->r[i].ok) continue;
+    bytes += b->r[i].len;
+    if (b->r[i].kind != TM_REL_UNMAP) purged += b->r[i].len;
+  }
+  if (tm_pager_opt.mode == TM_MODE_FREE)
+    TM_PSTAT_ADD(purged_free, purged);
+  else
+    TM_PSTAT_ADD(purged_dontneed, purged);
   errno = saved;
   return bytes;
 }

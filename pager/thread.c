@@ -160,6 +160,8 @@ void tm_pager_get_stats(tm_pager_stats *out) {
   s.pressure = __atomic_load_n(&tm_pstat.pressure, __ATOMIC_RELAXED);
   s.tight = __atomic_load_n(&tm_pstat.tight, __ATOMIC_RELAXED);
   s.limit = __atomic_load_n(&tm_pstat.limit, __ATOMIC_RELAXED);
+  s.purged_dontneed = __atomic_load_n(&tm_pstat.purged_dontneed, __ATOMIC_RELAXED);
+  s.purged_free = __atomic_load_n(&tm_pstat.purged_free, __ATOMIC_RELAXED);
   s.cpu_ns = 0;
   s.loop = TM_LOOP_NONE;
   s.psi = 0;

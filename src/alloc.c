@@ -39,7 +39,7 @@ TM_INLINE void *tm_malloc_class(unsigned c) {
   void **top = k->head;
   if (TM_LIKELY(top != NULL)) {
     k->head = top[0];
-    k->n--;
+    tm_cache_set_n(k, tm_cache_n(k) - 1);
     top[1] = NULL; /* no longer marked free (see tm_free_key) */
 #if TIDE_DEBUG
     memset(top, 0xa5, tm_class_size(c));
@@ -80,10 +80,10 @@ TM_INLINE void tm_free_inline(void *p) {
 #endif
   word[1] = tm_free_key(h);
   tm_cache *k = &h->cache[s->size_class];
-  if (TM_UNLIKELY(k->n >= k->cap)) return tm_free_cache_full(h, p);
+  if (TM_UNLIKELY(tm_cache_n(k) >= k->cap)) return tm_free_cache_full(h, p);
   ((void **)p)[0] = k->head;
   k->head = p;
-  k->n++;
+  tm_cache_set_n(k, tm_cache_n(k) + 1);
 }
 
 void tm_free(void *p) { tm_free_inline(p); }

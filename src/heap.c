@@ -61,18 +61,21 @@ void tm_heap_each_span(tm_heap *h, void (*fn)(tm_span *s, void *arg), void *arg)
 }
 
 /* ---- the slow-path lock ---------------------------------------------------- */
-/* A sequence word: odd while held. Each slow path moves it by two, which is
- * what tells the pager a heap is active; the seq_cst CAS that takes it is
- * also what orders it before the owner's look at whether the pager sleeps
- * (tm_pager_activity), so that a pager going to sleep either sees the
- * activity or is woken. */
+/* A sequence word: odd while held. Each taking moves it by two, which is
+ * what tells a pager about to sleep that something happened; the seq_cst
+ * CAS that takes it is also what orders it before the owner's look at
+ * whether the pager sleeps (tm_pager_activity), so that a pager going to
+ * sleep either sees the change or is woken. Whether it was the owner's
+ * activity, `activity` says (the census and the pager take the lock too). */
 static bool tm_heap_trylock_seq(tm_heap *h) {
   uint32_t v = atomic_load_explicit(&h->lock_seq, memory_order_relaxed);
   return !(v & 1) && atomic_compare_exchange_strong_explicit(&h->lock_seq, &v, v + 1, memory_order_seq_cst,
                                                              memory_order_relaxed);
 }
 
-void tm_heap_lock(tm_heap *h) {
+/* For someone who only looks (the census): the heap is not more active for
+ * it, and the pager is not woken. */
+void tm_heap_lock_quiet(tm_heap *h) {
   unsigned spins = 0;
   while (!tm_heap_trylock_seq(h)) {
     if (++spins < 64) {
@@ -84,6 +87,18 @@ void tm_heap_lock(tm_heap *h) {
   }
 }
 
+void tm_heap_unlock_quiet(tm_heap *h) {
+  TM_ASSERT(tm_heap_locked(h));
+  atomic_store_explicit(&h->lock_seq, atomic_load_explicit(&h->lock_seq, memory_order_relaxed) + 1,
+                        memory_order_release);
+}
+
+/* The owner's slow paths: each one is activity. */
+void tm_heap_lock(tm_heap *h) {
+  tm_heap_lock_quiet(h);
+  h->activity++;
+}
+
 bool tm_heap_trylock(tm_heap *h) { return tm_heap_trylock_seq(h); }
 
 bool tm_heap_locked(const tm_heap *h) {
@@ -93,9 +108,7 @@ bool tm_heap_locked(const tm_heap *h) {
 /* Unlock, then tell the pager (never with the lock held: without a pager
  * thread, tm_pager_activity releases empty segments at once). */
 void tm_heap_unlock(tm_heap *h) {
-  TM_ASSERT(tm_heap_locked(h));
-  atomic_store_explicit(&h->lock_seq, atomic_load_explicit(&h->lock_seq, memory_order_relaxed) + 1,
-                        memory_order_release);
+  tm_heap_unlock_quiet(h);
   tm_pager_activity();
 }
 
@@ -155,7 +168,7 @@ static void tm_cache_release(tm_heap *h, void *p) {
  * may have been cut in the middle of a push or pop. */
 static void tm_cache_flush(tm_heap *h, unsigned c, unsigned keep) {
   tm_cache *k = &h->cache[c];
-  if (k->n <= keep && keep) return;
+  if (tm_cache_n(k) <= keep && keep) return;
   void **link = &k->head;
   unsigned kept = 0;
   while (*link && kept < keep) {
@@ -169,7 +182,7 @@ static void tm_cache_flush(tm_heap *h, unsigned c, unsigned keep) {
     tm_cache_release(h, rest);
     rest = next;
   }
-  k->n = kept;
+  tm_cache_set_n(k, kept);
 }
 
 void tm_heap_flush_caches(tm_heap *h) {
@@ -183,8 +196,8 @@ void tm_heap_flush_caches(tm_heap *h) {
 static void tm_heap_scavenge(tm_heap *h) {
   for (unsigned c = 0; c < TM_NUM_CLASSES; c++) {
     tm_cache *k = &h->cache[c];
-    if (!k->misses && k->n) tm_cache_flush(h, c, k->n / 2u);
-    k->misses = 0;
+    if (!h->misses[c] && tm_cache_n(k)) tm_cache_flush(h, c, tm_cache_n(k) / 2u);
+    h->misses[c] = 0;
   }
 }
 
@@ -220,7 +233,7 @@ bool tm_block_is_free(tm_heap *h, tm_span *s, void *p) {
 static void tm_cache_push(tm_cache *k, void *p) {
   *(void **)p = k->head;
   k->head = p;
-  k->n++;
+  tm_cache_set_n(k, tm_cache_n(k) + 1);
 }
 
 /* free() found the cache of p's class full: make room by releasing the
@@ -242,7 +255,7 @@ void tm_free_suspect(tm_heap *h, tm_span *s, void *p) {
     return;
   }
   tm_cache *k = &h->cache[s->size_class];
-  if (k->n >= k->cap) {
+  if (tm_cache_n(k) >= k->cap) {
     tm_free_cache_full(h, p);
     return;
   }
@@ -338,9 +351,9 @@ static void *tm_heap_refill(tm_heap *h, unsigned c) {
   tm_span *s = tm_heap_current(h, c);
   if (!s) return NULL;
   tm_cache *k = &h->cache[c];
-  if (k->misses < UINT16_MAX) k->misses++;
+  if (h->misses[c] < UINT16_MAX) h->misses[c]++;
   unsigned want = tm_refill_count(k, s->block_size);
-  unsigned room = (unsigned)k->cap - k->n + 1u;
+  unsigned room = (unsigned)k->cap - tm_cache_n(k) + 1u;
   if (want > room) want = room;
   void *got[TM_CACHE_MAX + 1];
   unsigned n = tm_span_pop_batch(s, got, want);
@@ -533,7 +546,7 @@ int tm_heap_check_locked(tm_heap *h) {
   }
   for (unsigned c = 0; c < TM_NUM_CLASSES; c++) {
     tm_cache *k = &h->cache[c];
-    if (k->n > k->cap || k->cap > TM_CACHE_MAX) problems += tm_check_problem("cache count out of range", k);
+    if (tm_cache_n(k) > k->cap || k->cap > TM_CACHE_MAX) problems += tm_check_problem("cache count out of range", k);
     unsigned len = 0;
     for (void *b = k->head; b && len <= TM_CACHE_MAX; b = *(void **)b, len++) {
       tm_segment *seg = tm_segment_of(b);
@@ -545,7 +558,7 @@ int tm_heap_check_locked(tm_heap *h) {
         break; /* do not follow a link out of a bad block */
       }
     }
-    if (len != k->n) problems += tm_check_problem("cache list length differs from its count", k);
+    if (len != tm_cache_n(k)) problems += tm_check_problem("cache list length differs from its count", k);
   }
   for (tm_span *s = h->full.first; s; s = s->next) {
     problems += tm_span_check(s, h);

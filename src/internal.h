@@ -130,6 +130,8 @@ typedef struct tm_span_pages {
   _Atomic uint64_t back; /* purged by a release, not yet put back in the bitmap */
   uint64_t purged;       /* purged and not touched since (span's lock) */
   uint64_t seen_free;    /* wholly free at the pager's last visit (span's lock) */
+  uint64_t touched;      /* may be resident: a block on it was handed out, or a
+                            former span left it dirty (span's lock; the census) */
 } tm_span_pages;
 
 /* thread_free: blocks | TM_TF_BACK | notice state (src/remote.c). */
@@ -158,11 +160,13 @@ typedef struct tm_segment {
   uint64_t free_slices;      /* free and available */
   uint64_t dirty_slices;     /* free, pages maybe resident */
   uint64_t purging_slices;   /* taken out by a release in flight */
+  uint64_t purged_slices;    /* free, and purged since they were last used */
   uint64_t bitmap_slots;     /* bitmaps[] in use */
   size_t map_size;           /* bytes mapped at this address */
   struct tm_segment *next, *prev;         /* its list */
   struct tm_segment *all_next, *all_prev; /* every normal segment */
   uint32_t slice_freed_ms[TM_SLICES];     /* when each free slice was freed */
+  uint16_t slice_pages[TM_SLICES];        /* a dirty free slice's pages that may be resident */
   tm_span_pages span_pages[TM_SLICES];    /* per span: its OS pages (span.c) */
   /* Descriptors are two cache lines; the first is all a free reads, and
    * the hot lines of all 64 spans share two pages. */
@@ -193,11 +197,17 @@ enum tm_heap_state {
 #define TM_CACHE_MAX 31
 typedef struct tm_cache {
   void *head;
-  uint16_t n;      /* blocks on the list */
-  uint16_t cap;    /* its capacity (0 on static heaps) */
-  uint16_t misses; /* refills since the last scavenge (slow paths only) */
-  uint16_t unused;
+  _Atomic uint32_t n; /* blocks on the list; relaxed atomic: the census reads it */
+  uint32_t cap;       /* its capacity (0 on static heaps) */
 } tm_cache;
+
+/* The owner's reads and writes of n are plain loads and stores (relaxed). */
+TM_INLINE unsigned tm_cache_n(const tm_cache *k) {
+  return atomic_load_explicit(&((tm_cache *)k)->n, memory_order_relaxed);
+}
+TM_INLINE void tm_cache_set_n(tm_cache *k, unsigned n) {
+  atomic_store_explicit(&k->n, n, memory_order_relaxed);
+}
 
 /* What the pager asks of a heap's owner (flush_request), honoured on its
  * next slow path. */
@@ -210,13 +220,16 @@ typedef struct tm_heap {
   tm_span *cur[TM_NUM_CLASSES];   /* refills take blocks from here; never NULL */
   tm_queue partial[TM_NUM_CLASSES];
   tm_queue full;
+  uint16_t misses[TM_NUM_CLASSES]; /* refills per class since the last scavenge */
   tm_span *_Atomic remote_spans; /* spans that received cross-thread frees */
   _Atomic uint32_t lock_seq;     /* the slow-path lock, odd while held (heap.c) */
   _Atomic uint32_t state;        /* enum tm_heap_state; the pager reads it */
   _Atomic uint32_t flush_request; /* TM_ASK_*: the pager wants cached blocks back */
   uint32_t check_count;           /* debug: periodic consistency checks */
+  uint32_t activity;       /* the owner's slow paths (under lock): the pager's sign of life */
   /* the trimmer's view of the heap (src/trim.c; one trimmer at a time) */
   uint32_t trim_seq;       /* lock_seq after its last visit */
+  uint32_t trim_activity;  /* activity at its last visit */
   uint32_t trim_change_ms; /* when it last saw the heap active */
   uint32_t trim_visit_ms;  /* when it last looked at the spans */
   uint8_t trim_done;       /* idle, and everything it could do is done */
@@ -266,7 +279,23 @@ typedef struct tm_counters {
   atomic_size_t refault_bytes;     /* purged pages of live spans handed out again */
   atomic_size_t huge_cached_bytes; /* freed huge mappings kept for reuse */
   atomic_size_t huge_reused;       /* huge blocks served from that cache */
+  atomic_size_t slices_reused;     /* purged free slices taken again (bytes) */
 } tm_counters;
+
+/* Where the heap's bytes sit (census.c). */
+typedef struct tm_census {
+  size_t cached;         /* blocks in thread caches */
+  size_t span_used;      /* blocks in use in small spans (live, cached, in flight) */
+  size_t span_free;      /* free blocks in small spans */
+  size_t pages_unpurged; /* wholly free pages of live spans, still resident */
+  size_t pages_purged;   /* pages of live spans given back */
+  size_t slices_dirty;   /* free slices that may be resident (or being purged) */
+  size_t slices_purged;  /* free slices given back */
+  size_t header;         /* segment header pages in use */
+  size_t huge_cached;    /* freed huge mappings kept, resident */
+  size_t resident;       /* all of the heap that may be resident */
+} tm_census;
+void tm_census_take(tm_census *c);
 extern tm_counters tm_stat;
 
 #define TM_STAT_ADD(f, v) atomic_fetch_add_explicit(&tm_stat.f, (v), memory_order_relaxed)
@@ -403,6 +432,8 @@ void tm_init(void);
 tm_heap *tm_heap_create(void);
 tm_heap *tm_heap_new_for_thread(void);
 void tm_heap_lock(tm_heap *h);
+void tm_heap_lock_quiet(tm_heap *h);
+void tm_heap_unlock_quiet(tm_heap *h);
 bool tm_heap_trylock(tm_heap *h);
 bool tm_heap_locked(const tm_heap *h);
 void tm_heap_unlock(tm_heap *h);

@@ -189,8 +189,22 @@ uint64_t tm_run_mask(unsigned idx, unsigned n) {
   return (n >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << n) - 1)) << idx;
 }
 
+/* The pages of the dirty slices of run `m` (starting at slice idx) that
+ * may be resident, as a span's page mask (16 pages a slice). */
+static uint64_t tm_slice_pages(tm_segment *seg, uint64_t m, unsigned idx) {
+  uint64_t pages = 0;
+  for (; m; m &= m - 1) {
+    unsigned j = (unsigned)__builtin_ctzll(m);
+    pages |= (uint64_t)seg->slice_pages[j] << (16 * (j - idx));
+  }
+  return pages;
+}
+
 static tm_span *tm_take_run(tm_segment *seg, unsigned idx, unsigned n, bool bitmap) {
   uint64_t m = tm_run_mask(idx, n);
+  uint64_t dirty = seg->dirty_slices & m; /* a former span's pages may still be there */
+  if (seg->purged_slices & m) TM_STAT_ADD(slices_reused, (size_t)__builtin_popcountll(seg->purged_slices & m) << TM_SLICE_SHIFT);
+  seg->purged_slices &= ~m;
   seg->free_slices &= ~m;
   seg->dirty_slices &= ~m;
   seg->header_clean = 0;
@@ -198,6 +212,7 @@ static tm_span *tm_take_run(tm_segment *seg, unsigned idx, unsigned n, bool bitm
   tm_span *s = &seg->spans[idx];
   s->slice_count = (uint8_t)n;
   s->bits = NULL;
+  seg->span_pages[idx].touched = n <= 4 ? tm_slice_pages(seg, dirty, idx) : 0; /* large runs: whole */
   if (bitmap) {
     /* bitmaps of big spans are packed from the start of the area, so the
      * header pages a segment touches grow with what it holds */
@@ -258,6 +273,12 @@ void tm_slices_free(tm_span *s) {
   s->bits = NULL;
   uint64_t m = tm_run_mask(idx, s->slice_count);
   TM_ASSERT(!(seg->free_slices & m) && !(seg->purging_slices & m));
+  /* which of its pages may be resident: a small span knows; a large block
+   * is taken as written all over */
+  uint64_t resident = ~(uint64_t)0;
+  if (tm_span_kind(s) == TM_SPAN_SMALL) resident = tm_span_pg(s)->touched & ~tm_span_pg(s)->purged;
+  for (unsigned j = idx; j < idx + s->slice_count; j++)
+    seg->slice_pages[j] = s->slice_count <= 4 ? (uint16_t)(resident >> (16 * (j - idx))) : 0xffff;
   seg->free_slices |= m;
   seg->dirty_slices |= m;
   if (!atomic_load_explicit(&tm_ever_freed, memory_order_relaxed))
@@ -278,7 +299,12 @@ void tm_slices_purged(tm_segment *seg, uint64_t m, bool purged) {
   TM_ASSERT((seg->purging_slices & m) == m);
   seg->purging_slices &= ~m;
   seg->free_slices |= m;
-  if (!purged) seg->dirty_slices |= m; /* the kernel refused: still resident */
+  if (purged) {
+    seg->purged_slices |= m;
+    for (uint64_t k = m; k; k &= k - 1) seg->slice_pages[__builtin_ctzll(k)] = 0;
+  } else {
+    seg->dirty_slices |= m; /* the kernel refused: still resident */
+  }
   tm_seg_place(seg);
 }
 
@@ -301,6 +327,7 @@ bool tm_slices_extend(tm_span *s, unsigned need) {
   if ((seg->free_slices & more) != more) return false;
   seg->free_slices &= ~more;
   seg->dirty_slices &= ~more;
+  seg->purged_slices &= ~more;
   for (unsigned j = idx + have; j < idx + need; j++) seg->slice_map[j] = (uint8_t)idx;
   s->slice_count = (uint8_t)need;
   tm_seg_place(seg);
@@ -321,6 +348,7 @@ void tm_slices_trim(tm_span *s, unsigned need) {
     seg->slice_map[j] = (uint8_t)j;
     seg->slice_freed_ms[j] = now;
   }
+  for (unsigned j = idx + need; j < idx + have; j++) seg->slice_pages[j] = 0xffff;
   seg->free_slices |= m;
   seg->dirty_slices |= m;
   s->slice_count = (uint8_t)need;

@@ -55,7 +55,7 @@ void tm_span_init_small(tm_span *s, unsigned c, tm_heap *owner) {
   tm_notice_init(s, owner != NULL);
   tm_span_pages *pg = tm_span_pg(s);
   TM_ASSERT(atomic_load(&pg->back) == 0); /* no release of a retired span is in flight */
-  pg->purged = pg->seen_free = 0;
+  pg->purged = pg->seen_free = 0; /* (touched: set by tm_slices_alloc, from dirty slices) */
   atomic_store_explicit(&s->kind, TM_SPAN_SMALL, memory_order_release);
 }
 
@@ -164,6 +164,7 @@ static void tm_span_pages_back(tm_span *s) {
   s->used = (uint16_t)(s->used - n);
   pg->purged |= pages;
   pg->seen_free &= ~pages;
+  pg->touched &= ~pages;
   tm_span_refresh(s);
 }
 
@@ -184,19 +185,27 @@ unsigned tm_span_pop_batch(tm_span *s, void **out, unsigned n) {
   }
   s->summary = sum;
   s->used = (uint16_t)(s->used + got);
-  tm_span_pages *pg = tm_span_pg(s);
-  if (got && (pg->purged | pg->seen_free)) {
+  if (got) {
     /* the pages these blocks are on are in use again: not free since the
-     * pager's last look, and not purged any more (a refault if they were) */
+     * pager's last look, not purged any more (a refault if they were), and
+     * resident as far as the census can tell */
+    tm_span_pages *pg = tm_span_pg(s);
+    uint32_t first = (uint32_t)(((uint8_t *)out[0] - s->start) / s->block_size);
+    uint32_t last = (uint32_t)(((uint8_t *)out[got - 1] - s->start) / s->block_size);
     uint64_t touched = 0;
-    for (unsigned i = 0; i < got; i++) {
-      uint32_t idx = (uint32_t)(((uint8_t *)out[i] - s->start) / s->block_size);
-      touched |= tm_blocks_pages(s, idx, idx);
+    if (last - first + 1 == got) {
+      touched = tm_blocks_pages(s, first, last); /* the usual batch: consecutive blocks */
+    } else {
+      for (unsigned i = 0; i < got; i++) {
+        uint32_t idx = (uint32_t)(((uint8_t *)out[i] - s->start) / s->block_size);
+        touched |= tm_blocks_pages(s, idx, idx);
+      }
     }
     uint64_t refault = pg->purged & touched;
     if (refault) TM_STAT_ADD(refault_bytes, (size_t)__builtin_popcountll(refault) << TM_PAGE_SHIFT);
     pg->purged &= ~touched;
     pg->seen_free &= ~touched;
+    pg->touched |= touched;
   }
   return got;
 }

@@ -4,29 +4,70 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <string.h>
 
 TM_API const char *tide_version(void) { return TIDEMALLOC_VERSION; }
 
+/* LazyFree of /proc/self/smaps_rollup, in bytes: what was given with
+ * MADV_FREE and is still resident (open/read, no stdio: no malloc). */
+static size_t tm_lazyfree_bytes(void) {
+  char buf[2048];
+  int fd = open("/proc/self/smaps_rollup", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  buf[n] = 0;
+  const char *p = strstr(buf, "LazyFree:");
+  if (!p) return 0;
+  size_t kb = 0;
+  for (p += 9; *p == ' '; p++) {
+  }
+  for (; *p >= '0' && *p <= '9'; p++) kb = kb * 10 + (size_t)(*p - '0');
+  return kb << 10;
+}
+
 TM_API void tide_get_stats(struct tide_stats *out) {
+  int saved = errno;
   memset(out, 0, sizeof *out);
   out->mapped_bytes = TM_STAT_GET(mapped_bytes);
   out->segment_count = TM_STAT_GET(segment_count);
-  out->cached_segments = TM_STAT_GET(cached_segments);
+  out->cached_segments = tm_segments_empty_count();
   out->span_bytes = TM_STAT_GET(span_bytes);
   out->large_bytes = TM_STAT_GET(large_bytes);
   out->huge_bytes = TM_STAT_GET(huge_bytes);
   out->huge_count = TM_STAT_GET(huge_count);
   out->heap_count = TM_STAT_GET(heap_count);
+  tm_census c;
+  tm_census_take(&c);
+  out->resident_bytes = c.resident;
+  out->cached_bytes = c.cached;
+  out->span_used_bytes = c.span_used;
+  out->span_free_bytes = c.span_free;
+  out->free_unpurged_bytes = c.pages_unpurged + c.slices_dirty + c.huge_cached;
+  out->free_purged_bytes = c.pages_purged + c.slices_purged;
+  out->header_bytes = c.header;
+  out->huge_cached_bytes = c.huge_cached;
   out->segments_released = TM_STAT_GET(segments_released);
   out->purged_bytes = TM_STAT_GET(purged_bytes);
+  out->refault_bytes = TM_STAT_GET(refault_bytes);
+  out->slices_reused_bytes = TM_STAT_GET(slices_reused);
+  out->huge_reused = TM_STAT_GET(huge_reused);
   out->pager_mode = tm_release_mode_name();
+  unsigned rb = tm_release_backend();
+  out->release_backend = rb == TM_REL_BACKEND_PMADV ? "process_madvise" : rb == TM_REL_BACKEND_MADV ? "madvise" : "none";
   tm_pager_stats ps;
   tm_pager_get_stats(&ps);
+  out->purged_dontneed_bytes = ps.purged_dontneed;
+  out->purged_free_bytes = ps.purged_free;
+  if (ps.purged_free) out->lazyfree_bytes = tm_lazyfree_bytes();
   out->pager_running = ps.loop != TM_LOOP_NONE;
   out->pager_loop = tm_pager_loop_name(ps.loop);
+  out->pager_psi = (int)ps.psi;
   out->pager_started = ps.started;
   out->pager_wakeups = ps.wakeups;
   out->pager_rounds = ps.rounds;
@@ -36,9 +77,7 @@ TM_API void tide_get_stats(struct tide_stats *out) {
   out->pager_pressure_events = ps.pressure;
   out->pager_tight_rounds = ps.tight;
   out->memory_limit = ps.limit;
-  out->pager_psi = (int)ps.psi;
-  unsigned rb = tm_release_backend();
-  out->release_backend = rb == TM_REL_BACKEND_PMADV ? "process_madvise" : rb == TM_REL_BACKEND_MADV ? "madvise" : "none";
+  errno = saved;
 }
 
 TM_API size_t tide_collect(void) {
@@ -93,26 +132,58 @@ TM_API struct mallinfo2 mallinfo2(void) {
   return mi;
 }
 
-/* Written with write(2): usable at exit and with stdio locked. */
+/* Written with write(2): usable at exit and with stdio locked. Grouped as
+ * tide_stats is: what is mapped, where the heap's bytes sit, what was given
+ * back, and the pager. */
 TM_API void malloc_stats(void) {
   struct tide_stats st;
   tide_get_stats(&st);
   tm_write_str(2, "tidemalloc " TIDEMALLOC_VERSION " statistics (pager mode ");
   tm_write_str(2, st.pager_mode);
+  tm_write_str(2, ", pager loop ");
+  tm_write_str(2, st.pager_loop);
+  tm_write_str(2, ", release ");
+  tm_write_str(2, st.release_backend);
   tm_write_str(2, ")\n");
   const struct {
     const char *label;
     size_t value;
   } rows[] = {
-      {"system bytes     = ", st.mapped_bytes},     {"in use bytes     = ", st.span_bytes + st.large_bytes + st.huge_bytes},
-      {"segments         = ", st.segment_count},    {"cached segments  = ", st.cached_segments},
-      {"small span bytes = ", st.span_bytes},       {"large bytes      = ", st.large_bytes},
-      {"huge bytes       = ", st.huge_bytes},       {"huge blocks      = ", st.huge_count},
-      {"heaps            = ", st.heap_count},       {"segments unmapped= ", st.segments_released},
-      {"purged bytes     = ", st.purged_bytes},     {"pager running    = ", (size_t)st.pager_running},
-      {"pager wakeups    = ", st.pager_wakeups},    {"pager rounds     = ", st.pager_rounds},
-      {"pager batches    = ", st.pager_batches},    {"release syscalls = ", st.pager_syscalls},
-      {"pager cpu ns     = ", st.pager_cpu_ns},
+      {"system bytes        = ", st.mapped_bytes},
+      {"in use bytes        = ", st.span_bytes + st.large_bytes + st.huge_bytes},
+      {"segments            = ", st.segment_count},
+      {"  empty, kept       = ", st.cached_segments},
+      {"small span bytes    = ", st.span_bytes},
+      {"large bytes         = ", st.large_bytes},
+      {"huge bytes          = ", st.huge_bytes},
+      {"huge blocks         = ", st.huge_count},
+      {"heaps               = ", st.heap_count},
+      {"resident bytes      = ", st.resident_bytes},
+      {"  cached blocks     = ", st.cached_bytes},
+      {"  used in spans     = ", st.span_used_bytes},
+      {"  free in spans     = ", st.span_free_bytes},
+      {"  free, resident    = ", st.free_unpurged_bytes},
+      {"  segment headers   = ", st.header_bytes},
+      {"  huge cache        = ", st.huge_cached_bytes},
+      {"free, given back    = ", st.free_purged_bytes},
+      {"purged bytes        = ", st.purged_bytes},
+      {"  with DONTNEED     = ", st.purged_dontneed_bytes},
+      {"  with FREE         = ", st.purged_free_bytes},
+      {"  FREE not yet taken= ", st.lazyfree_bytes},
+      {"refaulted bytes     = ", st.refault_bytes},
+      {"purged slices reused= ", st.slices_reused_bytes},
+      {"huge blocks reused  = ", st.huge_reused},
+      {"segments unmapped   = ", st.segments_released},
+      {"pager running       = ", (size_t)st.pager_running},
+      {"pager psi           = ", (size_t)st.pager_psi},
+      {"pager wakeups       = ", st.pager_wakeups},
+      {"pager rounds        = ", st.pager_rounds},
+      {"pager batches       = ", st.pager_batches},
+      {"release syscalls    = ", st.pager_syscalls},
+      {"pager cpu ns        = ", st.pager_cpu_ns},
+      {"pressure events     = ", st.pager_pressure_events},
+      {"rounds near limit   = ", st.pager_tight_rounds},
+      {"memory limit        = ", st.memory_limit},
   };
   for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
     char storage[128];
@@ -133,17 +204,26 @@ TM_API int malloc_info(int options, FILE *fp) {
   tide_get_stats(&st);
   fprintf(fp,
           "<malloc version=\"tidemalloc-%s\">\n"
-          "<pager mode=\"%s\"/>\n"
+          "<pager mode=\"%s\" loop=\"%s\" release=\"%s\" running=\"%d\" psi=\"%d\" wakeups=\"%zu\" "
+          "rounds=\"%zu\" batches=\"%zu\" syscalls=\"%zu\" cpu_ns=\"%zu\" pressure=\"%zu\" "
+          "limit=\"%zu\"/>\n"
           "<segments count=\"%zu\" cached=\"%zu\" unmapped=\"%zu\"/>\n"
           "<spans small=\"%zu\" large=\"%zu\"/>\n"
-          "<huge count=\"%zu\" size=\"%zu\"/>\n"
+          "<huge count=\"%zu\" size=\"%zu\" cached=\"%zu\" reused=\"%zu\"/>\n"
           "<heaps count=\"%zu\"/>\n"
+          "<resident total=\"%zu\" cached=\"%zu\" used=\"%zu\" free=\"%zu\" free_resident=\"%zu\" "
+          "headers=\"%zu\"/>\n"
+          "<purged now=\"%zu\" total=\"%zu\" dontneed=\"%zu\" free=\"%zu\" lazyfree=\"%zu\" "
+          "refaulted=\"%zu\" slices_reused=\"%zu\"/>\n"
           "<system type=\"current\" size=\"%zu\"/>\n"
-          "<purged size=\"%zu\"/>\n"
           "</malloc>\n",
-          TIDEMALLOC_VERSION, st.pager_mode, st.segment_count, st.cached_segments, st.segments_released,
-          st.span_bytes, st.large_bytes, st.huge_count, st.huge_bytes, st.heap_count, st.mapped_bytes,
-          st.purged_bytes);
+          TIDEMALLOC_VERSION, st.pager_mode, st.pager_loop, st.release_backend, st.pager_running, st.pager_psi,
+          st.pager_wakeups, st.pager_rounds, st.pager_batches, st.pager_syscalls, st.pager_cpu_ns,
+          st.pager_pressure_events, st.memory_limit, st.segment_count, st.cached_segments, st.segments_released,
+          st.span_bytes, st.large_bytes, st.huge_count, st.huge_bytes, st.huge_cached_bytes, st.huge_reused,
+          st.heap_count, st.resident_bytes, st.cached_bytes, st.span_used_bytes, st.span_free_bytes,
+          st.free_unpurged_bytes, st.header_bytes, st.free_purged_bytes, st.purged_bytes, st.purged_dontneed_bytes,
+          st.purged_free_bytes, st.lazyfree_bytes, st.refault_bytes, st.slices_reused_bytes, st.mapped_bytes);
   return 0;
 }
 

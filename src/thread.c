@@ -51,7 +51,7 @@ static uint32_t tm_cache_cap(unsigned c) {
 static void tm_heap_reset(tm_heap *h) {
   for (unsigned c = 0; c < TM_NUM_CLASSES; c++) {
     h->cache[c].head = NULL;
-    h->cache[c].n = 0;
+    tm_cache_set_n(&h->cache[c], 0);
     h->cache[c].cap = tm_cache_cap(c);
     h->cur[c] = &tm_empty_span;
     h->partial[c].first = h->partial[c].last = NULL;

@@ -24,23 +24,44 @@ extern "C" {
 const char *tide_version(void);
 
 /* A snapshot of the allocator's own accounting, in bytes unless noted.
- * Span-granular: "span_bytes" counts whole 64 KiB spans of small blocks held
- * by heaps or orphaned, whatever part of them is live. */
+ * See tidemalloc(3) for what each figure means and how it is taken. */
 struct tide_stats {
+  /* address space and what holds it */
   size_t mapped_bytes;       /* address space mapped from the OS (segments + huge) */
   size_t segment_count;      /* 4 MiB segments currently mapped */
-  size_t cached_segments;    /* empty segments kept for reuse (already purged) */
+  size_t cached_segments;    /* of those, empty ones kept for reuse */
   size_t span_bytes;         /* bytes of small-object spans owned by heaps or orphaned */
   size_t large_bytes;        /* bytes of large (page-run) blocks in use */
   size_t huge_bytes;         /* bytes of huge (own mapping) blocks in use */
   size_t huge_count;         /* number of huge blocks */
   size_t heap_count;         /* thread heaps ever created (live + pooled) */
-  size_t segments_released;  /* segments returned to the OS (munmap) so far */
-  size_t purged_bytes;       /* bytes given back with madvise so far */
+  /* where the bytes of the heap sit (a census: each heap's lock is taken
+   * in turn; see "resident" in tidemalloc(3)) */
+  size_t resident_bytes;      /* all of it that may be resident */
+  size_t cached_bytes;        /* blocks in thread caches */
+  size_t span_used_bytes;     /* blocks in use in small spans (live, cached, in flight) */
+  size_t span_free_bytes;     /* free blocks in small spans */
+  size_t free_unpurged_bytes; /* free and still resident: wholly free pages of spans,
+                                 dirty free slices, cached huge mappings */
+  size_t free_purged_bytes;   /* free and given back: purged pages of spans, purged slices */
+  size_t header_bytes;        /* segment header pages in use */
+  size_t huge_cached_bytes;   /* freed huge mappings kept for reuse (resident) */
+  /* given back, since the start */
+  size_t segments_released;  /* segments returned to the OS (munmap) */
+  size_t purged_bytes;       /* bytes given back with madvise, in any mode */
+  size_t purged_dontneed_bytes; /* ... with MADV_DONTNEED */
+  size_t purged_free_bytes;  /* ... with MADV_FREE */
+  size_t lazyfree_bytes;     /* given with MADV_FREE and not taken by the kernel yet
+                                (still in RSS): LazyFree of /proc/self/smaps_rollup */
+  size_t refault_bytes;      /* purged pages of spans in use handed out again */
+  size_t slices_reused_bytes; /* purged free slices taken again */
+  size_t huge_reused;        /* huge blocks served from the cache of freed ones */
   const char *pager_mode;    /* "dontneed" or "free": how pages are given back */
+  const char *release_backend; /* "process_madvise", "madvise", or "none" yet */
   /* the pager thread (doc/design.md, "The pager") */
   int pager_running;         /* 1 while the pager thread runs */
   const char *pager_loop;    /* how it waits: "io_uring", "poll", or "none" */
+  int pager_psi;             /* 1 while the kernel's PSI trigger is armed */
   size_t pager_started;      /* times it was started (again after each fork) */
   size_t pager_wakeups;      /* times it woke up */
   size_t pager_rounds;       /* rounds of work it did */
@@ -50,8 +71,6 @@ struct tide_stats {
   size_t pager_pressure_events; /* memory pressure the kernel reported (PSI) */
   size_t pager_tight_rounds; /* rounds run near the memory limit */
   size_t memory_limit;       /* the limit in force: TIDE_RSS_LIMIT or the cgroup's (0: none) */
-  int pager_psi;             /* 1 while the kernel's PSI trigger is armed */
-  const char *release_backend; /* "process_madvise", "madvise", or "none" yet */
 };
 
 /* Fill *out with current figures. Never allocates. */

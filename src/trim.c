@@ -117,7 +117,8 @@ static bool tm_trim_span_pages(tm_batch *b, tm_span *s, uint64_t pages) {
       break;
     }
     unsigned p = (unsigned)__builtin_ctzll(m);
-    unsigned n = p + 1 < 64 ? (unsigned)__builtin_ctzll(~(m >> p)) : 1;
+    uint64_t rest = ~(m >> p); /* zero only when all 64 pages are free from page 0 */
+    unsigned n = rest ? (unsigned)__builtin_ctzll(rest) : 64;
     uint64_t run = tm_run_mask(p, n);
     tm_batch_add(b, tm_span_page_addr(s, p), (size_t)n << TM_PAGE_SHIFT, s, run, TM_REL_SPAN_PAGES);
     taken |= run;
@@ -156,19 +157,17 @@ static void tm_trim_span_cb(tm_span *s, void *arg) {
 static bool tm_trim_heap(tm_batch *b, const tm_trim_req *req, tm_due *due, tm_heap *h) {
   if (tm_heap_state(h) != TM_HEAP_ACTIVE) return false;
   uint32_t now = req->now_ms;
-  uint32_t seq = atomic_load_explicit(&h->lock_seq, memory_order_seq_cst);
-  if (seq != h->trim_seq) { /* slow paths since the last look: active */
-    h->trim_seq = seq;
-    h->trim_change_ms = now;
-    h->trim_done = 0;
-    h->trim_flush_asked = 0;
-  }
-  bool idle = req->all || (int32_t)(now - h->trim_change_ms) >= (int32_t)req->idle_ms;
+  /* Someone took the lock since the last look (the owner, or only the
+   * census): look under it whether the owner did anything. */
+  bool touched = atomic_load_explicit(&h->lock_seq, memory_order_seq_cst) != h->trim_seq;
   bool told = atomic_load_explicit(&h->remote_spans, memory_order_seq_cst) != NULL;
-  if (h->trim_done && !told && !req->all) return false;
-  if (!idle && (int32_t)(now - h->trim_visit_ms) < (int32_t)req->delay_ms) {
-    tm_due_at(due, h->trim_visit_ms + req->delay_ms);
-    tm_due_at(due, h->trim_change_ms + req->idle_ms);
+  bool idle = req->all || (int32_t)(now - h->trim_change_ms) >= (int32_t)req->idle_ms;
+  bool visit_due = (int32_t)(now - h->trim_visit_ms) >= (int32_t)req->delay_ms;
+  if (!touched && !told && !req->all && (h->trim_done || (!idle && !visit_due))) {
+    if (!h->trim_done) {
+      tm_due_at(due, h->trim_visit_ms + req->delay_ms);
+      tm_due_at(due, h->trim_change_ms + req->idle_ms);
+    }
     return false;
   }
   if (!tm_heap_trylock(h)) { /* the owner is in a slow path: not idle after all */
@@ -176,34 +175,45 @@ static bool tm_trim_heap(tm_batch *b, const tm_trim_req *req, tm_due *due, tm_he
     return false;
   }
   uint32_t mine = atomic_load_explicit(&h->lock_seq, memory_order_relaxed); /* odd: ours */
+  bool full = false, done = false;
   if (tm_heap_state(h) != TM_HEAP_ACTIVE) { /* abandoned meanwhile (under its lock) */
-    atomic_store_explicit(&h->lock_seq, mine + 1, memory_order_release);
-    return false;
-  }
-  h->trim_visit_ms = now;
-  tm_trim_walk w = {b, idle, false, false};
-  /* cached blocks are the owner's alone: ask for them, on its next slow
-   * path; all of them from an idle heap, the unneeded half otherwise */
-  if (idle) {
-    tm_heap_retire_empty(h);
-    if (!h->trim_flush_asked) {
-      atomic_store_explicit(&h->flush_request, TM_ASK_FLUSH, memory_order_relaxed);
-      h->trim_flush_asked = 1;
-    }
+    done = true;
   } else {
-    tm_heap_drain_remote(h, false);
-    unsigned none = TM_ASK_NONE;
-    atomic_compare_exchange_strong_explicit(&h->flush_request, &none, TM_ASK_SCAVENGE, memory_order_relaxed,
-                                            memory_order_relaxed);
+    if (h->activity != h->trim_activity) { /* the owner took slow paths: active */
+      h->trim_activity = h->activity;
+      h->trim_change_ms = now;
+      h->trim_done = 0;
+      h->trim_flush_asked = 0;
+      idle = req->all;
+    }
+    if (idle || visit_due || told) {
+      h->trim_visit_ms = now;
+      tm_trim_walk w = {b, idle, false, false};
+      /* cached blocks are the owner's alone: ask for them, on its next slow
+       * path; all of them from an idle heap, the unneeded half otherwise */
+      if (idle) {
+        tm_heap_retire_empty(h);
+        if (!h->trim_flush_asked) {
+          atomic_store_explicit(&h->flush_request, TM_ASK_FLUSH, memory_order_relaxed);
+          h->trim_flush_asked = 1;
+        }
+      } else {
+        tm_heap_drain_remote(h, false);
+        unsigned none = TM_ASK_NONE;
+        atomic_compare_exchange_strong_explicit(&h->flush_request, &none, TM_ASK_SCAVENGE, memory_order_relaxed,
+                                                memory_order_relaxed);
+      }
+      tm_heap_each_span(h, tm_trim_span_cb, &w);
+      full = w.full;
+      done = idle && !full;
+    }
   }
-  tm_heap_each_span(h, tm_trim_span_cb, &w);
   atomic_store_explicit(&h->lock_seq, mine + 1, memory_order_release); /* unlock: not activity */
   h->trim_seq = mine + 1;
-  if (w.full) return true;
-  if (idle) {
-    h->trim_done = 1;
-  } else {
-    tm_due_at(due, now + req->delay_ms); /* pages to age, or idleness to notice */
+  if (full) return true;
+  h->trim_done = done;
+  if (!done) {
+    tm_due_at(due, h->trim_visit_ms + req->delay_ms); /* pages to age, or idleness to notice */
     tm_due_at(due, h->trim_change_ms + req->idle_ms);
   }
   return false;
@@ -232,7 +242,7 @@ bool tm_trim_heaps_pending(void) {
     if (tm_heap_state(h) != TM_HEAP_ACTIVE) continue;
     if (atomic_load_explicit(&h->lock_seq, memory_order_seq_cst) != h->trim_seq || !h->trim_done ||
         atomic_load_explicit(&h->remote_spans, memory_order_seq_cst))
-      return true;
+      return true; /* (a look by the census counts: one round tells) */
   }
   return false;
 }
