@@ -103,8 +103,8 @@ bool tm_trim_orphans_pending(void);
 void tm_trim_done(tm_batch *b);
 /* True (once) when a segment became empty since the last call. */
 bool tm_trim_empty_hint(void);
-/* Is there work for a pager: has any slice been freed, or does the heap
- * span more than one segment (it will have memory to give back then)? */
+/* Is there work for a pager: does the heap span more than one segment, or
+ * has a megabyte of slices been freed? */
 bool tm_trim_has_work(void);
 /* The calling thread is the pager: it must never allocate. */
 void tm_front_mark_pager_thread(void);
@@ -163,6 +163,12 @@ void tm_pager_resume(void);
 size_t tm_pager_trim_now(const tm_trim_req *req);
 /* Everything free in the whole process, now (tide_purge, malloc_trim). */
 size_t tm_pager_purge_all(void);
+
+/* ---- NUMA (pager/numa.c) --------------------------------------------------- */
+#define TM_NUMA_MAX 64
+unsigned tm_numa_nodes(void);  /* nodes of the machine (1 without libnuma) */
+unsigned tm_numa_node(void);   /* the node the calling thread runs on */
+void tm_numa_bind(void *addr, size_t len, unsigned node); /* prefer node for these pages */
 
 /* ---- release (pager/release.c) -------------------------------------------- */
 /* Hand every range of b to the kernel; returns the bytes it took. */

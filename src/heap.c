@@ -286,7 +286,7 @@ static tm_span *tm_heap_pick_partial(tm_heap *h, unsigned c) {
 static tm_span *tm_heap_adopt_orphan(tm_heap *h, unsigned c) {
   for (int tries = 0; tries < 4; tries++) {
     tm_lock(&tm_global_lock);
-    tm_span *s = tm_orphan_take(c);
+    tm_span *s = tm_orphan_take(c, tm_numa_node());
     tm_unlock(&tm_global_lock);
     if (!s) return NULL;
     tm_span_set_owner(s, h, false);

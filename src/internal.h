@@ -339,11 +339,11 @@ void tm_slices_take_for_purge(struct tm_segment *seg, uint64_t m);
 void tm_slices_purged(struct tm_segment *seg, uint64_t m, bool purged);
 uint64_t tm_run_mask(unsigned idx, unsigned n);
 struct tm_segment *tm_segments_first(void);
-struct tm_segment *tm_segments_empty_oldest(void);
+struct tm_segment *tm_segments_empty_oldest(unsigned node);
 size_t tm_segments_empty_count(void);
 void tm_segment_forget(struct tm_segment *seg);
 void tm_orphan_push(tm_span *s);            /* global lock held */
-tm_span *tm_orphan_take(unsigned c);        /* global lock held */
+tm_span *tm_orphan_take(unsigned c, unsigned node); /* global lock held */
 tm_span *tm_orphans_first(unsigned c);      /* global lock held */
 size_t tm_orphans_sweep(void);              /* global lock held */
 void *tm_meta_alloc(size_t size);           /* global lock held; zeroed, never freed */

@@ -30,14 +30,20 @@ tm_counters tm_stat;
 
 enum { TM_LIST_NONE = 0, TM_LIST_PARTIAL, TM_LIST_EMPTY };
 
-static tm_segment *tm_lists[3];  /* heads of the partial and empty lists */
-static tm_segment *tm_empty_tail; /* oldest empty segment: released first */
-static size_t tm_empty_count;
+/* Lists per NUMA node (one node: only [0] is used): segments are pooled by
+ * the node their pages are bound to. */
+static tm_segment *tm_lists[TM_NUMA_MAX][3];   /* heads of the partial and empty lists */
+static tm_segment *tm_empty_tail[TM_NUMA_MAX]; /* oldest empty segment: released first */
+static size_t tm_empty_count;                  /* all nodes */
 static atomic_bool tm_empty_hint; /* a segment became empty: see tm_trim_empty_hint */
-static atomic_bool tm_ever_freed;  /* a slice was freed: there is work for a pager */
+static atomic_size_t tm_freed_slices; /* slices ever freed */
 
+/* Work for a pager: the heap grew past one segment, or a megabyte of
+ * slices was freed (a library that frees one buffer at startup, as
+ * libnuma's constructor does, is not worth a thread). */
 bool tm_trim_has_work(void) {
-  return atomic_load_explicit(&tm_ever_freed, memory_order_relaxed) || TM_STAT_GET(mapped_bytes) > TM_SEG_SIZE;
+  return TM_STAT_GET(mapped_bytes) > TM_SEG_SIZE ||
+         atomic_load_explicit(&tm_freed_slices, memory_order_relaxed) >= (1u << 20) / TM_SLICE_SIZE;
 }
 static tm_segment *tm_all_segs;   /* every normal segment */
 static uint32_t tm_fork_gen = 1;  /* bumped when a fork child drops the lists; 0 = never listed */
@@ -80,11 +86,11 @@ static void tm_seg_unlink(tm_segment *seg) {
   if (seg->prev)
     seg->prev->next = seg->next;
   else
-    tm_lists[l] = seg->next;
+    tm_lists[seg->node][l] = seg->next;
   if (seg->next)
     seg->next->prev = seg->prev;
   else if (l == TM_LIST_EMPTY)
-    tm_empty_tail = seg->prev;
+    tm_empty_tail[seg->node] = seg->prev;
   if (l == TM_LIST_EMPTY) tm_empty_count--;
   seg->next = seg->prev = NULL;
   seg->list = TM_LIST_NONE;
@@ -94,12 +100,12 @@ static void tm_seg_link(tm_segment *seg, unsigned l) {
   seg->list = l;
   seg->fork_gen = tm_fork_gen;
   seg->prev = NULL;
-  seg->next = tm_lists[l];
+  seg->next = tm_lists[seg->node][l];
   if (seg->next)
     seg->next->prev = seg;
   else if (l == TM_LIST_EMPTY)
-    tm_empty_tail = seg;
-  tm_lists[l] = seg;
+    tm_empty_tail[seg->node] = seg;
+  tm_lists[seg->node][l] = seg;
   if (l == TM_LIST_EMPTY) tm_empty_count++;
 }
 
@@ -146,7 +152,7 @@ static void tm_seg_all_remove(tm_segment *seg) {
 }
 
 tm_segment *tm_segments_first(void) { return tm_all_segs; }
-tm_segment *tm_segments_empty_oldest(void) { return tm_empty_tail; }
+tm_segment *tm_segments_empty_oldest(unsigned node) { return tm_empty_tail[node]; }
 size_t tm_segments_empty_count(void) { return tm_empty_count; }
 
 /* Take an empty segment off every list: it is about to be unmapped. */
@@ -159,11 +165,13 @@ void tm_segment_forget(tm_segment *seg) {
   TM_STAT_SUB(segment_count, 1);
 }
 
-/* A fresh segment: mapped with the global lock dropped, since mmap is a
- * system call; the caller retakes it and adds the segment. */
-static tm_segment *tm_segment_map(void) {
+/* A fresh segment on `node`: mapped with the global lock dropped, since mmap
+ * is a system call; the caller retakes it and adds the segment. */
+static tm_segment *tm_segment_map(unsigned node) {
   tm_segment *seg = tm_os_map_aligned(TM_SEG_SIZE, TM_SEG_SIZE);
   if (!seg) return NULL;
+  tm_numa_bind(seg, TM_SEG_SIZE, node); /* before any page of it is touched */
+  seg->node = (uint8_t)node;
   seg->kind = TM_SEG_NORMAL;
   seg->map_size = TM_SEG_SIZE;
   seg->free_slices = TM_DATA_SLICES_MASK; /* fresh pages: free and clean */
@@ -235,25 +243,38 @@ static int tm_seg_find(tm_segment *seg, unsigned n, bool dirty_only) {
  * global lock held; it may be dropped and retaken to map a new segment.
  * Slices still resident are preferred to clean ones (no page faults), and
  * segments in use to empty ones (which can then be given back). */
+/* A run of n free slices in node's segments, or NULL. */
+static tm_span *tm_slices_find(unsigned node, unsigned n, bool bitmap) {
+  static const unsigned order[4][2] = {
+      {TM_LIST_PARTIAL, 1}, {TM_LIST_PARTIAL, 0}, {TM_LIST_EMPTY, 1}, {TM_LIST_EMPTY, 0}};
+  for (unsigned o = 0; o < 4; o++) {
+    for (tm_segment *seg = tm_lists[node][order[o][0]]; seg; seg = seg->next) {
+      int idx = tm_seg_find(seg, n, order[o][1]);
+      if (idx >= 0) return tm_take_run(seg, (unsigned)idx, n, bitmap);
+    }
+  }
+  return NULL;
+}
+
 tm_span *tm_slices_alloc(unsigned n, bool bitmap) {
   TM_ASSERT(tm_lock_is_held(&tm_global_lock));
+  unsigned node = tm_numa_node(); /* (0 on a machine with one node) */
   for (int attempt = 0; attempt < 3; attempt++) {
-    static const unsigned order[4][2] = {
-        {TM_LIST_PARTIAL, 1}, {TM_LIST_PARTIAL, 0}, {TM_LIST_EMPTY, 1}, {TM_LIST_EMPTY, 0}};
-    for (unsigned o = 0; o < 4; o++) {
-      for (tm_segment *seg = tm_lists[order[o][0]]; seg; seg = seg->next) {
-        int idx = tm_seg_find(seg, n, order[o][1]);
-        if (idx >= 0) return tm_take_run(seg, (unsigned)idx, n, bitmap);
-      }
-    }
+    tm_span *s = tm_slices_find(node, n, bitmap);
+    if (s) return s;
     /* before mapping more, see whether exited threads left empty spans */
     if (attempt == 0 && tm_orphan_count && tm_orphans_sweep()) continue;
     if (attempt == 2) break;
     tm_unlock(&tm_global_lock);
-    tm_segment *seg = tm_segment_map();
+    tm_segment *seg = tm_segment_map(node);
     tm_lock(&tm_global_lock);
-    if (!seg) return NULL;
+    if (!seg) break;
     tm_segment_add(seg);
+  }
+  /* no memory on our node: any other node's free slices rather than none */
+  for (unsigned other = 0; other < tm_numa_nodes(); other++) {
+    tm_span *s = other == node ? NULL : tm_slices_find(other, n, bitmap);
+    if (s) return s;
   }
   return NULL;
 }
@@ -281,8 +302,7 @@ void tm_slices_free(tm_span *s) {
     seg->slice_pages[j] = s->slice_count <= 4 ? (uint16_t)(resident >> (16 * (j - idx))) : 0xffff;
   seg->free_slices |= m;
   seg->dirty_slices |= m;
-  if (!atomic_load_explicit(&tm_ever_freed, memory_order_relaxed))
-    atomic_store_explicit(&tm_ever_freed, true, memory_order_relaxed);
+  atomic_fetch_add_explicit(&tm_freed_slices, s->slice_count, memory_order_relaxed);
   uint32_t now = tm_now_ms();
   /* free slices map to themselves (descriptors FREE or NONE), so that no
    * slice of a later span keeps pointing at a descriptor reused elsewhere */
@@ -368,11 +388,16 @@ void tm_orphan_push(tm_span *s) {
 
 tm_span *tm_orphans_first(unsigned c) { return tm_orphans[c]; }
 
-tm_span *tm_orphan_take(unsigned c) {
+/* An orphan of class c on `node` (an orphan elsewhere waits for a thread
+ * of its own node, or for a sweep: taking it would put this thread's
+ * blocks on another node's memory). */
+tm_span *tm_orphan_take(unsigned c, unsigned node) {
   TM_ASSERT(tm_lock_is_held(&tm_global_lock));
-  tm_span *s = tm_orphans[c];
+  tm_span **link = &tm_orphans[c];
+  while (*link && tm_segment_of_span(*link)->node != node) link = &(*link)->next;
+  tm_span *s = *link;
   if (!s) return NULL;
-  tm_orphans[c] = s->next;
+  *link = s->next;
   s->next = NULL;
   s->queue = TM_Q_NONE;
   tm_orphan_count--;
@@ -411,7 +436,7 @@ size_t tm_orphans_sweep(void) {
 void tm_global_reset_after_fork(void) {
   tm_fork_gen++;
   memset(tm_lists, 0, sizeof tm_lists);
-  tm_empty_tail = NULL;
+  memset(tm_empty_tail, 0, sizeof tm_empty_tail);
   tm_empty_count = 0;
   tm_all_segs = NULL;
   memset(tm_orphans, 0, sizeof tm_orphans);

@@ -77,6 +77,7 @@ TM_API void tide_get_stats(struct tide_stats *out) {
   out->pager_pressure_events = ps.pressure;
   out->pager_tight_rounds = ps.tight;
   out->memory_limit = ps.limit;
+  out->numa_nodes = (int)tm_numa_nodes();
   errno = saved;
 }
 

@@ -71,6 +71,7 @@ struct tide_stats {
   size_t pager_pressure_events; /* memory pressure the kernel reported (PSI) */
   size_t pager_tight_rounds; /* rounds run near the memory limit */
   size_t memory_limit;       /* the limit in force: TIDE_RSS_LIMIT or the cgroup's (0: none) */
+  int numa_nodes;            /* NUMA nodes segments are pooled by (1: no NUMA) */
 };
 
 /* Fill *out with current figures. Never allocates. */

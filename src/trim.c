@@ -25,15 +25,17 @@ static bool tm_older(uint32_t now, uint32_t t, uint32_t delay) {
 /* Empty segments beyond the cache bound, oldest first: off every list and
  * into the batch, to be unmapped. */
 static bool tm_trim_excess_empty(tm_batch *b, size_t keep) {
-  tm_segment *seg = tm_segments_empty_oldest();
-  while (seg && tm_segments_empty_count() > keep) {
-    tm_segment *prev = seg->prev;
-    if (!seg->purging_slices && !seg->busy_header) {
-      if (tm_batch_full(b)) return true;
-      tm_segment_forget(seg);
-      tm_batch_add(b, (uintptr_t)seg, TM_SEG_SIZE, seg, 0, TM_REL_UNMAP);
+  for (unsigned node = 0; node < tm_numa_nodes(); node++) {
+    tm_segment *seg = tm_segments_empty_oldest(node);
+    while (seg && tm_segments_empty_count() > keep) {
+      tm_segment *prev = seg->prev;
+      if (!seg->purging_slices && !seg->busy_header) {
+        if (tm_batch_full(b)) return true;
+        tm_segment_forget(seg);
+        tm_batch_add(b, (uintptr_t)seg, TM_SEG_SIZE, seg, 0, TM_REL_UNMAP);
+      }
+      seg = prev;
     }
-    seg = prev;
   }
   return false;
 }
@@ -96,10 +98,13 @@ bool tm_trim_segments(tm_batch *b, const tm_trim_req *req, tm_due *due) {
   tm_lock(&tm_global_lock);
   size_t keep = req->keep_no_empty ? 0 : (size_t)tm_opt.segment_cache;
   full = tm_trim_excess_empty(b, keep);
-  for (tm_segment *seg = tm_segments_first(); seg && !full; seg = seg->all_next) {
-    bool empty = (seg->free_slices | seg->purging_slices) == TM_DATA_SLICES_MASK;
-    if (req->empty_only && !empty) continue;
-    full = tm_trim_segment_slices(b, seg, req, due);
+  /* node by node: one node's ranges go to the kernel together */
+  for (unsigned node = 0; node < tm_numa_nodes() && !full; node++) {
+    for (tm_segment *seg = tm_segments_first(); seg && !full; seg = seg->all_next) {
+      bool empty = (seg->free_slices | seg->purging_slices) == TM_DATA_SLICES_MASK;
+      if (seg->node != node || (req->empty_only && !empty)) continue;
+      full = tm_trim_segment_slices(b, seg, req, due);
+    }
   }
   tm_unlock(&tm_global_lock);
   return full;
