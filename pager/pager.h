@@ -28,6 +28,8 @@ enum tm_release_kind {
   TM_REL_HEADER,      /* header pages of an empty segment: purge */
   TM_REL_UNMAP,       /* a whole mapping already taken off every list (a segment,
                          or a huge mapping when obj is NULL): unmap */
+  TM_REL_NOHUGE,      /* a segment about to lose pages one by one: MADV_NOHUGEPAGE,
+                         so that khugepaged does not fill the holes back in */
 };
 
 typedef struct tm_release {
@@ -71,6 +73,7 @@ typedef struct tm_trim_req {
   bool all;
   bool empty_only;
   bool keep_no_empty;
+  bool nohuge; /* THP is "always": segments purged page by page get MADV_NOHUGEPAGE */
 } tm_trim_req;
 
 /* When something not yet old enough will be: the earliest such time. */

@@ -23,8 +23,18 @@
 
 static int tm_psi_fd = -1;
 
+/* THP "always": khugepaged collapses a 2 MiB range back into a huge page
+ * once any page of it is present (max_ptes_none is 511 by default), filling
+ * every hole the pager purged with zeroes again: measured here with
+ * khugepaged scanning every 100 ms, 90% of 64 MiB freed and purged came back
+ * within a second. So a segment the pager starts to purge page by page gets
+ * MADV_NOHUGEPAGE first (tm_trim_span_pages); whole free slices and empty
+ * segments are purged without it. Read once, when the thread starts. */
+static bool tm_thp_always;
+
 int tm_policy_open(void) {
   if (tm_pager_opt.psi && tm_psi_fd < 0) tm_psi_fd = tm_psi_open(TM_PSI_STALL_US, TM_PSI_WINDOW_US);
+  tm_thp_always = tm_thp_mode_always();
   return tm_psi_fd;
 }
 
@@ -61,7 +71,7 @@ static tm_release tm_round_storage[TM_ROUND_BATCH];
 
 static tm_trim_req tm_policy_req(uint32_t now, bool all) {
   tm_trim_req req = {.now_ms = now, .delay_ms = all ? 0u : (uint32_t)tm_pager_opt.delay_ms,
-                     .idle_ms = (uint32_t)tm_pager_opt.idle_ms, .all = all};
+                     .idle_ms = (uint32_t)tm_pager_opt.idle_ms, .all = all, .nohuge = tm_thp_always};
   return req;
 }
 

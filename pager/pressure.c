@@ -512,3 +512,15 @@ size_t tm_rss_bytes(void) {
   errno = saved;
   return rss;
 }
+
+/* ---- transparent huge pages -------------------------------------------------------- */
+/* /sys/kernel/mm/transparent_hugepage/enabled reads "always [madvise] never",
+ * the bracketed word being in force. */
+bool tm_thp_mode_always(void) {
+  int saved = errno;
+  char buf[128];
+  bool always = tm_read_small("/sys/kernel/mm/transparent_hugepage/enabled", buf, sizeof buf) > 0 &&
+                strstr(buf, "[always]") != NULL;
+  errno = saved;
+  return always;
+}

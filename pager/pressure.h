@@ -37,6 +37,8 @@ size_t tm_memory_limit(void);
 size_t tm_memory_usage(void);
 /* This process's resident bytes (/proc/self/statm); 0 when unknown. */
 size_t tm_rss_bytes(void);
+/* Transparent huge pages are "always" on (not "madvise" or "never"). */
+bool tm_thp_mode_always(void);
 
 /* ---- the cores, for tests ------------------------------------------------------ */
 #define TM_CG_MOUNT_MAX 256 /* a mount point, or a mount's root in its hierarchy */

@@ -140,20 +140,24 @@ size_t tm_release_run(tm_batch *b) {
   size_t bytes = 0;
   unsigned i = 0;
   while (i < b->n) {
-    if (b->r[i].kind == TM_REL_UNMAP) {
+    if (b->r[i].kind == TM_REL_UNMAP || b->r[i].kind == TM_REL_NOHUGE) {
       TM_PSTAT_ADD(syscalls, 1);
-      b->r[i].ok = munmap((void *)b->r[i].addr, b->r[i].len) == 0;
+      if (b->r[i].kind == TM_REL_UNMAP)
+        b->r[i].ok = munmap((void *)b->r[i].addr, b->r[i].len) == 0;
+      else
+        b->r[i].ok = madvise((void *)b->r[i].addr, b->r[i].len, MADV_NOHUGEPAGE) == 0;
       i++;
       continue;
     }
     unsigned j = i;
-    while (j < b->n && b->r[j].kind != TM_REL_UNMAP) j++;
+    while (j < b->n && b->r[j].kind != TM_REL_UNMAP && b->r[j].kind != TM_REL_NOHUGE) j++;
     tm_release_purges(b->r, i, j);
     i = j;
   }
   size_t purged = 0;
   for (i = 0; i < b->n; i++) {
     if (!b->r[i].ok) continue;
+    if (b->r[i].kind == TM_REL_NOHUGE) continue; /* gives nothing back itself */
     bytes += b->r[i].len;
     if (b->r[i].kind != TM_REL_UNMAP) purged += b->r[i].len;
   }

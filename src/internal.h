@@ -156,6 +156,7 @@ typedef struct tm_segment {
   uint8_t busy_header;       /* its header pages are being purged */
   uint8_t header_clean;      /* header pages beyond the first purged, untouched since */
   uint8_t node;              /* NUMA node its pages are bound to */
+  uint8_t nohuge;            /* MADV_NOHUGEPAGE was given (pager/policy.c: THP) */
   /* slice masks, bit i = slice i (global lock; see segment.c) */
   uint64_t free_slices;      /* free and available */
   uint64_t dirty_slices;     /* free, pages maybe resident */

@@ -113,9 +113,18 @@ bool tm_trim_segments(tm_batch *b, const tm_trim_req *req, tm_due *due) {
 /* ---- pages inside live spans --------------------------------------------- */
 /* Take the pages of `pages` out of s (its lock held) into b, one range per
  * run of consecutive pages, as many runs as b has room for. */
-static bool tm_trim_span_pages(tm_batch *b, tm_span *s, uint64_t pages) {
+static bool tm_trim_span_pages(tm_batch *b, tm_span *s, uint64_t pages, bool nohuge) {
   uint64_t taken = 0;
   bool full = false;
+  tm_segment *seg = tm_segment_of_span(s);
+  if (nohuge && !seg->nohuge) {
+    /* the first page purged one by one in this segment: from here on it
+     * has no huge pages (the flag is set now; the ranges after it in the
+     * batch go to the kernel after it) */
+    if (tm_batch_full(b)) return true;
+    seg->nohuge = 1;
+    tm_batch_add(b, (uintptr_t)seg, TM_SEG_SIZE, seg, 0, TM_REL_NOHUGE);
+  }
   for (uint64_t m = pages; m;) {
     if (tm_batch_full(b)) {
       full = true;
@@ -136,25 +145,25 @@ static bool tm_trim_span_pages(tm_batch *b, tm_span *s, uint64_t pages) {
 /* Which pages of s go now: every wholly free one when `all`, otherwise
  * those that were wholly free at the last look too (decay by two looks).
  * Pages found free now are remembered for the next look. */
-static bool tm_trim_span(tm_batch *b, tm_span *s, bool all) {
+static bool tm_trim_span(tm_batch *b, tm_span *s, bool all, bool nohuge) {
   tm_span_pages *pg = tm_span_pg(s);
   if (!s->changed && !pg->seen_free && !all) return false;
   s->changed = 0;
   uint64_t free_pages = tm_span_free_pages(s) & ~pg->purged;
   uint64_t go = all ? free_pages : free_pages & pg->seen_free;
   pg->seen_free = free_pages & ~go;
-  return go && tm_trim_span_pages(b, s, go);
+  return go && tm_trim_span_pages(b, s, go, nohuge);
 }
 
 typedef struct {
   tm_batch *b;
-  bool all, full, waiting;
+  bool all, nohuge, full, waiting;
 } tm_trim_walk;
 
 static void tm_trim_span_cb(tm_span *s, void *arg) {
   tm_trim_walk *w = arg;
   if (w->full) return;
-  w->full = tm_trim_span(w->b, s, w->all);
+  w->full = tm_trim_span(w->b, s, w->all, w->nohuge);
   if (tm_span_pg(s)->seen_free) w->waiting = true;
 }
 
@@ -193,7 +202,7 @@ static bool tm_trim_heap(tm_batch *b, const tm_trim_req *req, tm_due *due, tm_he
     }
     if (idle || visit_due || told) {
       h->trim_visit_ms = now;
-      tm_trim_walk w = {b, idle, false, false};
+      tm_trim_walk w = {b, idle, req->nohuge, false, false};
       /* cached blocks are the owner's alone: ask for them, on its next slow
        * path; all of them from an idle heap, the unneeded half otherwise */
       if (idle) {
@@ -260,7 +269,7 @@ bool tm_trim_orphans(tm_batch *b, const tm_trim_req *req, tm_due *due) {
     tm_due_at(due, tm_orphans_visit_ms + req->delay_ms);
     return false;
   }
-  tm_trim_walk w = {b, req->all, false, false};
+  tm_trim_walk w = {b, req->all, req->nohuge, false, false};
   tm_lock(&tm_global_lock);
   tm_orphans_visit_ms = req->now_ms;
   tm_orphans_sweep();

@@ -5,6 +5,7 @@
 #include "internal.h"
 
 #include <check.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -146,6 +147,57 @@ START_TEST(t_registry) {
 }
 END_TEST
 
+/* VmFlags of the mapping holding addr contain flag (e.g. "nh"). */
+static bool vm_flag(const void *addr, const char *flag) {
+  FILE *f = fopen("/proc/self/smaps", "r");
+  char line[512];
+  bool in = false, found = false;
+  while (f && fgets(line, sizeof line, f)) {
+    unsigned long lo, hi;
+    if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+      in = (uintptr_t)addr >= lo && (uintptr_t)addr < hi;
+    } else if (in && strncmp(line, "VmFlags:", 8) == 0) {
+      char want[8];
+      snprintf(want, sizeof want, " %s", flag);
+      found = strstr(line, want) != NULL;
+      break;
+    }
+  }
+  if (f) fclose(f);
+  return found;
+}
+
+/* With THP "always" (req.nohuge), a segment the pager purges page by page
+ * gets MADV_NOHUGEPAGE first (khugepaged would fill the holes back in);
+ * without it, the segment keeps its huge-page eligibility. */
+static void *purge_pages_of_live_spans(bool nohuge) {
+  enum { N = 2000 };
+  static void *v[N];
+  for (int i = 0; i < N; i++) {
+    v[i] = malloc(1000);
+    memset(v[i], 1, 1000);
+  }
+  for (int i = 0; i < N; i++)
+    if (i % 50) free(v[i]);
+  tm_trim_req req = {.now_ms = tm_now_ms(), .all = true, .nohuge = nohuge};
+  ck_assert_uint_gt(tm_pager_trim_now(&req), 0);
+  return v[0]; /* still live: its segment was purged page by page */
+}
+
+START_TEST(t_nohuge_before_page_purge) {
+  tm_pager_opt.enabled = 0; /* only the purge below */
+  void *kept = purge_pages_of_live_spans(true);
+  ck_assert_msg(vm_flag(tm_segment_base(kept), "nh"), "no MADV_NOHUGEPAGE before purging pages one by one");
+}
+END_TEST
+
+START_TEST(t_no_nohuge_without_thp_always) {
+  tm_pager_opt.enabled = 0;
+  void *kept = purge_pages_of_live_spans(false);
+  ck_assert_msg(!vm_flag(tm_segment_base(kept), "nh"), "MADV_NOHUGEPAGE without THP \"always\"");
+}
+END_TEST
+
 /* Without a pager thread, empty segments beyond TIDE_SEGMENT_CACHE (default
  * 1) are unmapped at once by the thread that empties them. */
 START_TEST(t_segment_cache_bound) {
@@ -179,6 +231,8 @@ int main(void) {
   tcase_add_test(tc, t_check_detects_corruption);
   tcase_add_test(tc, t_registry);
   tcase_add_test(tc, t_segment_cache_bound);
+  tcase_add_test(tc, t_nohuge_before_page_purge);
+  tcase_add_test(tc, t_no_nohuge_without_thp_always);
   suite_add_tcase(su, tc);
   SRunner *sr = srunner_create(su);
   srunner_run_all(sr, CK_NORMAL);
