@@ -396,7 +396,6 @@ bool tm_span_free_block(tm_span *s, void *p, uint32_t idx); /* false: double fre
 void tm_span_retire(tm_span *s);  /* give the slices back (global lock NOT held) */
 bool tm_class_needs_bitmap(unsigned c, unsigned nslices);
 bool tm_span_block_index(tm_span *s, const void *p, uint32_t *idx);
-size_t tm_span_live_pages(tm_span *s, uint64_t *page_bits, size_t nwords);
 int tm_span_check(tm_span *s, tm_heap *expected_owner);
 void tm_span_resync(tm_span *s); /* after fork: recount used, rebuild summary */
 tm_span_pages *tm_span_pg(tm_span *s);

@@ -285,29 +285,6 @@ bool tm_class_needs_bitmap(unsigned c, unsigned nslices) {
   return cap > (size_t)TM_INLINE_BITMAP_WORDS * 64;
 }
 
-/* Which OS pages of the span hold at least one live block (or a block still
- * on the cross-thread list): bit i of page_bits = page i of the span.
- * Reads only the descriptor, never block memory. Returns the count. */
-size_t tm_span_live_pages(tm_span *s, uint64_t *page_bits, size_t nwords) {
-  size_t pages = ((size_t)s->slice_count << TM_SLICE_SHIFT) >> TM_PAGE_SHIFT;
-  size_t color = (uintptr_t)s->start & (TM_SLICE_SIZE - 1); /* spans start on a slice */
-  size_t count = 0;
-  memset(page_bits, 0, nwords * sizeof(uint64_t));
-  for (uint32_t i = 0; i < s->capacity; i++) {
-    if (tm_span_bits(s)[i >> 6] & ((uint64_t)1 << (i & 63))) continue;
-    size_t first = (color + (size_t)i * s->block_size) >> TM_PAGE_SHIFT;
-    size_t last = (color + (size_t)(i + 1) * s->block_size - 1) >> TM_PAGE_SHIFT;
-    for (size_t pg = first; pg <= last && pg < pages && pg / 64 < nwords; pg++) {
-      uint64_t bit = (uint64_t)1 << (pg & 63);
-      if (!(page_bits[pg / 64] & bit)) {
-        page_bits[pg / 64] |= bit;
-        count++;
-      }
-    }
-  }
-  return count;
-}
-
 /* After fork, for the spans of heaps abandoned in the child: the bitmap is
  * the truth (a block cut out of a cache list in the fork can never reach
  * anyone in the child): recount from it. */

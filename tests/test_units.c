@@ -88,8 +88,8 @@ START_TEST(t_bitmap_order_and_pages) {
   }
   ck_assert_ptr_null(tm_span_pop(s));
   ck_assert_uint_eq(s->used, s->capacity);
-  uint64_t pages[4];
-  ck_assert_uint_eq(tm_span_live_pages(s, pages, 4), last_page - first_page + 1);
+  ck_assert_uint_eq(last_page - first_page + 1, 16);
+  ck_assert_uint_eq(tm_span_free_pages(s), 0); /* every page holds a live block */
   /* free every block of pages 1 and 5, and all but one block of page 2 */
   uint32_t keep = 0;
   for (uint32_t i = 0; i < s->capacity; i++) {
@@ -104,8 +104,7 @@ START_TEST(t_bitmap_order_and_pages) {
     }
   }
   ck_assert(tm_span_refresh(s));
-  ck_assert_uint_eq(tm_span_live_pages(s, pages, 4), last_page - first_page + 1 - 2);
-  ck_assert_uint_eq(pages[0] & 0x26, 0x04); /* page 1 and 5 empty, page 2 live */
+  ck_assert_uint_eq(tm_span_free_pages(s), 0x22); /* page 1 and 5 empty, page 2 live */
   ck_assert_int_eq(tm_span_check(s, NULL), 0);
   /* freed blocks come back lowest first */
   uint32_t lowest = 0;
@@ -115,6 +114,41 @@ START_TEST(t_bitmap_order_and_pages) {
   tm_span_bits(s)[lowest >> 6] |= (uint64_t)1 << (lowest & 63);
   ck_assert_int_eq(tm_span_check(s, NULL), 0);
   drop_span(s);
+}
+END_TEST
+
+/* tm_span_free_pages (O(pages + words)) against a block-by-block reading
+ * of the bitmap, for every class, on random bitmaps from dense to sparse. */
+START_TEST(t_free_pages_match_reference) {
+  uint64_t rng = 0x853c49e6748fea9bull;
+  for (unsigned c = 0; c < TM_NUM_CLASSES; c++) {
+    tm_span *s = new_span(c);
+    size_t off = (uintptr_t)s->start & (TM_SLICE_SIZE - 1);
+    unsigned npages = (unsigned)(((size_t)s->slice_count << TM_SLICE_SHIFT) >> TM_PAGE_SHIFT);
+    for (int round = 0; round < 40; round++) {
+      unsigned keep_per_1000 = (unsigned)(round * 25); /* 0% .. 97.5% of blocks live */
+      for (uint32_t i = 0; i < s->capacity; i++) {
+        rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+        uint64_t bit = (uint64_t)1 << (i & 63);
+        if (rng % 1000 < keep_per_1000)
+          tm_span_bits(s)[i >> 6] &= ~bit;
+        else
+          tm_span_bits(s)[i >> 6] |= bit;
+      }
+      uint64_t live = 0;
+      for (uint32_t i = 0; i < s->capacity; i++) {
+        if (tm_span_bits(s)[i >> 6] & ((uint64_t)1 << (i & 63))) continue;
+        size_t a = off + (size_t)i * s->block_size, b = a + s->block_size - 1;
+        for (size_t pg = a >> TM_PAGE_SHIFT; pg <= b >> TM_PAGE_SHIFT; pg++) live |= (uint64_t)1 << pg;
+      }
+      uint64_t all = npages == 64 ? ~(uint64_t)0 : (((uint64_t)1 << npages) - 1);
+      ck_assert_msg(tm_span_free_pages(s) == (all & ~live), "class %u round %d: %llx, expected %llx", c, round,
+                    (unsigned long long)tm_span_free_pages(s), (unsigned long long)(all & ~live));
+    }
+    /* leave it as it was made: every block free */
+    for (uint32_t i = 0; i < s->capacity; i++) tm_span_bits(s)[i >> 6] |= (uint64_t)1 << (i & 63);
+    drop_span(s);
+  }
 }
 END_TEST
 
@@ -228,6 +262,7 @@ int main(void) {
   tcase_add_test(tc, t_class_bounds);
   tcase_add_test(tc, t_span_index_exact);
   tcase_add_test(tc, t_bitmap_order_and_pages);
+  tcase_add_test(tc, t_free_pages_match_reference);
   tcase_add_test(tc, t_check_detects_corruption);
   tcase_add_test(tc, t_registry);
   tcase_add_test(tc, t_segment_cache_bound);
