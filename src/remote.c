@@ -32,7 +32,6 @@
 #define TM_TF_FLAGS ((uintptr_t)(TM_TF_STATE | TM_TF_BACK))
 
 TM_INLINE unsigned tm_tf_state(uintptr_t w) { return (unsigned)(w & TM_TF_STATE); }
-TM_INLINE tm_block *tm_tf_blocks(uintptr_t w) { return (tm_block *)(w & ~TM_TF_FLAGS); }
 
 unsigned tm_notice_state(const tm_span *s) {
   return tm_tf_state(atomic_load_explicit(&((tm_span *)s)->thread_free, memory_order_acquire));
