@@ -102,30 +102,10 @@ START_TEST(t_two_nodes) {
   ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
   ck_assert_int_gt(n, 0);
   self[n] = 0;
-  int out[2];
-  ck_assert_int_eq(pipe(out), 0);
-  pid_t pid = fork();
-  if (pid == 0) {
-    dup2(out[1], 1);
-    dup2(out[1], 2);
-    extern char **environ;
-    char *envp[256];
-    int k = 0;
-    for (char **e = environ; *e && k < 250; e++)
-      if (strncmp(*e, "LD_PRELOAD=", 11) != 0 && strncmp(*e, "TIDE_", 5) != 0) envp[k++] = *e;
-    envp[k++] = shim;
-    envp[k] = NULL;
-    execle(self, self, "placement", (char *)NULL, envp);
-    _exit(127);
-  }
-  close(out[1]);
+  const char *env[] = {shim, NULL};
   char text[4096];
-  size_t len = 0;
-  ssize_t r;
-  while (len < sizeof text - 1 && (r = read(out[0], text + len, sizeof text - 1 - len)) > 0) len += (size_t)r;
-  text[len] = 0;
   int status;
-  ck_assert_int_eq(wait_with_timeout(pid, &status, 60), 0);
+  ck_assert_int_eq(run_self(self, "placement", env, 1, text, sizeof text, &status, 60), 0);
   ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "placement (status 0x%x):\n%s", status, text);
 }
 END_TEST

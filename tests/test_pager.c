@@ -395,7 +395,9 @@ static void *race_worker(void *arg) {
       free(slot[i]);
       slot[i] = NULL;
     } else {
-      len[i] = 16 + (size_t)((rng >> 20) % 4096);
+      /* every small class, so that spans of 4 slices (blocks over 8 KiB,
+       * with pages after their last block) come and go too */
+      len[i] = 16 + (size_t)((rng >> 20) % (rng & 1 ? 4096 : 32752));
       slot[i] = malloc(len[i]);
       if (!slot[i]) abort();
       pattern_fill(slot[i], len[i], (uint64_t)(uintptr_t)slot[i]);
@@ -600,10 +602,65 @@ static void sc_mode_free(void) {
     if (pattern_check(big[i], BIG, (uint64_t)i) != (size_t)-1) problem("block %d changed after reuse", i);
 }
 
+/* Spans come and go on the same slices while the pager purges: blocks of
+ * 20 KiB (12 to a span of 4 slices, whose last 16 KiB hold no block) are
+ * made and freed, then blocks of 32 KiB (8 to a span, the last covering
+ * those pages) are made there, filled, checked and freed. The pager must
+ * never give back a page under a block a new span handed out, nor hand a
+ * block out twice, however its purge of the old span's pages overlaps. */
+static atomic_int tail_stop;
+static void *tail_noise(void *arg) { /* keeps the pager's batches long */
+  (void)arg;
+  enum { N = 8192 };
+  static void *v[N];
+  while (!atomic_load(&tail_stop)) {
+    for (int i = 0; i < N; i++) {
+      v[i] = malloc(1024 + (size_t)(i % 3) * 1024);
+      memset(v[i], 1, 64);
+    }
+    for (int i = 0; i < N; i++)
+      if (i % 8) free(v[i]);
+    sleep_ms(1);
+    for (int i = 0; i < N; i += 8) free(v[i]);
+  }
+  return NULL;
+}
+
+static void sc_tail_race(void) {
+  enum { A = 20480, B = 32768, NA = 48, NB = 32 };
+  void *a[NA], *b[NB];
+  long bad = 0;
+  pthread_t noise;
+  pthread_create(&noise, NULL, tail_noise, NULL);
+  for (int round = 0; round < 3000 && !bad; round++) {
+    for (int i = 0; i < NA; i++) {
+      a[i] = malloc(A);
+      memset(a[i], 0x11, A);
+    }
+    for (int i = 0; i < NA; i++) free(a[i]);
+    for (int i = 0; i < NB; i++) {
+      b[i] = malloc(B);
+      pattern_fill(b[i], B, (uint64_t)(uintptr_t)b[i]);
+    }
+    if (round % 16 == 0) sleep_ms(1); /* let the pager in */
+    for (int i = 0; i < NB; i++) {
+      if (pattern_check(b[i], B, (uint64_t)(uintptr_t)b[i]) != (size_t)-1) bad++;
+      free(b[i]);
+    }
+  }
+  atomic_store(&tail_stop, 1);
+  pthread_join(noise, NULL);
+  struct tide_stats st;
+  tide_get_stats(&st);
+  if (bad) problem("%ld blocks of 32 KiB changed while the pager purged", bad);
+  if (!st.pager_batches) problem("the pager never ran a batch");
+}
+
 static const struct {
   const char *name;
   void (*run)(void);
 } scenarios[] = {
+    {"tail_race", sc_tail_race},
     {"rss_limit", sc_rss_limit},   {"no_limit", sc_no_limit},   {"cgroup_limit", sc_cgroup_limit},
     {"psi", sc_psi},               {"no_psi", sc_no_psi},       {"pmadv", sc_pmadv},
     {"pmadv_refused", sc_pmadv_refused}, {"mode_free", sc_mode_free},
@@ -616,36 +673,9 @@ static const struct {
 /* Run scenario `name` in a fresh process with `env` (NULL-terminated
  * "NAME=value" strings added to a clean environment). */
 static void run_scenario(const char *name, const char *const *env) {
-  int out[2];
-  ck_assert_int_eq(pipe(out), 0);
-  pid_t pid = fork();
-  ck_assert_int_ge(pid, 0);
-  if (pid == 0) {
-    dup2(out[1], 1);
-    dup2(out[1], 2);
-    close(out[0]);
-    close(out[1]);
-    /* the environment as it is (libtool's LD_LIBRARY_PATH among it),
-     * without TIDE_* variables, plus the scenario's */
-    extern char **environ;
-    char *envp[256];
-    int n = 0;
-    for (char **e = environ; *e && n < 240; e++)
-      if (strncmp(*e, "TIDE_", 5) != 0) envp[n++] = *e;
-    for (int i = 0; env && env[i] && n < 255; i++) envp[n++] = (char *)env[i];
-    envp[n] = NULL;
-    execle(self_exe, self_exe, name, (char *)NULL, envp);
-    _exit(127);
-  }
-  close(out[1]);
   char text[4096];
-  size_t len = 0;
-  ssize_t r;
-  while (len < sizeof text - 1 && (r = read(out[0], text + len, sizeof text - 1 - len)) > 0) len += (size_t)r;
-  text[len] = 0;
-  close(out[0]);
   int status;
-  int w = wait_with_timeout(pid, &status, 60);
+  int w = run_self(self_exe, name, env, 0, text, sizeof text, &status, 60);
   ck_assert_msg(w == 0, "scenario %s hung", name);
   ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "scenario %s (status 0x%x):\n%s", name, status, text);
   if (strncmp(text, "SKIP", 4) == 0) fprintf(stderr, "%s: %s", name, text);
@@ -700,6 +730,11 @@ START_TEST(t_mode_free) {
   run_scenario("mode_free", env);
 }
 END_TEST
+START_TEST(t_tail_race) {
+  const char *env[] = {"TIDE_PAGER_DELAY_MS=0", "TIDE_PAGER_IDLE_MS=0", NULL};
+  run_scenario("tail_race", env);
+}
+END_TEST
 START_TEST(t_purge_race) {
   const char *env[] = {"TIDE_PAGER_DELAY_MS=0", "TIDE_PAGER_IDLE_MS=0", NULL};
   run_scenario("purge_race", env);
@@ -733,6 +768,7 @@ int main(int argc, char **argv) {
   tcase_add_test(tc, t_blocked_owner);
   tcase_add_test(tc, t_partial_pages);
   tcase_add_test(tc, t_purge_race);
+  tcase_add_test(tc, t_tail_race);
   TCase *tp = tcase_create("policy");
   tcase_set_timeout(tp, 120);
   tcase_add_test(tp, t_rss_limit);

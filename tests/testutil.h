@@ -177,4 +177,40 @@ static inline const char *describe_status(int st, char *buf, size_t len) {
   return buf;
 }
 
+/* Run this program again, as `exe arg`, in a fresh process: the
+ * environment as it is (libtool's LD_LIBRARY_PATH among it) without TIDE_*
+ * variables (and without LD_PRELOAD when drop_preload), plus `env`
+ * ("NAME=value" strings, NULL-terminated). Its stdout and stderr go into
+ * text. Returns 0 and sets *status when it exited within timeout seconds,
+ * -1 when it hung (it is killed). */
+static inline int run_self(const char *exe, const char *arg, const char *const *env, int drop_preload, char *text,
+                           size_t cap, int *status, double timeout) {
+  int out[2];
+  if (pipe(out) != 0) return -2;
+  pid_t pid = fork();
+  if (pid < 0) return -2;
+  if (pid == 0) {
+    dup2(out[1], 1);
+    dup2(out[1], 2);
+    close(out[0]);
+    close(out[1]);
+    extern char **environ;
+    char *envp[256];
+    int n = 0;
+    for (char **e = environ; *e && n < 240; e++)
+      if (strncmp(*e, "TIDE_", 5) != 0 && !(drop_preload && strncmp(*e, "LD_PRELOAD=", 11) == 0)) envp[n++] = *e;
+    for (int i = 0; env && env[i] && n < 255; i++) envp[n++] = (char *)env[i];
+    envp[n] = NULL;
+    execle(exe, exe, arg, (char *)NULL, envp);
+    _exit(127);
+  }
+  close(out[1]);
+  size_t len = 0;
+  ssize_t r;
+  while (len < cap - 1 && (r = read(out[0], text + len, cap - 1 - len)) > 0) len += (size_t)r;
+  text[len] = 0;
+  close(out[0]);
+  return wait_with_timeout(pid, status, timeout);
+}
+
 #endif /* TIDE_TESTUTIL_H */
