@@ -8,7 +8,7 @@
 # Usage: suite.sh [--rounds N] [--quick] [--only-workloads LIST]
 #                 [--only-allocs LIST] [--out DIR] [--no-real] [--no-plots]
 #                 [--results-md FILE] [--interval MS] [--timeout S]
-#                 [--builddir DIR]
+#                 [--builddir DIR] [--list-workloads]
 #
 # Environment:
 #   BENCH_BUILDDIR  build directory of bench/ (the workload binaries);
@@ -118,6 +118,9 @@ usage: $prog [options]
   --report DIR           run nothing: rebuild the report (medians.csv,
                          table.md, plots, and --results-md) from DIR/runs.csv
                          of an earlier run
+  --list-workloads       run nothing: print every workload, one a line:
+                         NAME<TAB>c|real<TAB>what it runs (with --quick and
+                         --args applied); used by delay_sweep.sh, pager_cost.sh
   -h, --help             this text
 env: TIDE_LIB (tidemalloc library), TIDE_RSS (sampler), BENCH_RESULTS
 EOF
@@ -156,6 +159,7 @@ interval=10
 run_timeout=900
 builddir=${BENCH_BUILDDIR:-}
 report_only=0
+list_only=0
 declare -A args_override=()
 
 # need OPT NARGS: the option needs a value.
@@ -187,6 +191,7 @@ while (($# > 0)); do
 	--args) need "$1" $# && args_override[${2%%=*}]=${2#*=} && shift 2 ;;
 	--report) need "$1" $# && outdir=$2 && report_only=1 && shift 2 ;;
 	--report=*) outdir=${1#*=} && report_only=1 && shift ;;
+	--list-workloads) list_only=1 && shift ;;
 	-h | --help) usage && exit 0 ;;
 	*)
 		usage >&2
@@ -219,6 +224,15 @@ for w in "${!args_override[@]}"; do
 	in_list "$w" "${C_WORKLOADS[@]}" || die "--args: '$w' is not a C workload (${C_WORKLOADS[*]})"
 	wl_args[$w]=${args_override[$w]}
 done
+if ((list_only)); then
+	for w in "${C_WORKLOADS[@]}"; do
+		printf '%s\tc\t%s\n' "$w" "${wl_bin[$w]}${wl_args[$w]:+ ${wl_args[$w]}}"
+	done
+	for w in "${REAL_WORKLOADS[@]}"; do
+		printf '%s\treal\tbench/real/%s.sh\n' "$w" "$w"
+	done
+	exit 0
+fi
 
 # The command line, for the report.
 cmdline="bench/suite.sh"
@@ -421,7 +435,7 @@ declare -A skip_wl=()    # real programs that reported "not available" (exit 77)
 # runs done, failures, and from meta.txt the start, duration, interval and
 # command line.
 load_earlier_run() {
-	local key val r_ wl_ a_ ok_ rest_
+	local key val r_ wl_ a_ ok_ ex_
 	suite_s=""
 	done_runs=$(($(wc -l <"$runs_csv") - 1))
 	rounds=$(awk -F, 'NR > 1 && $1 > m { m = $1 } END { print m + 0 }' "$runs_csv")
@@ -443,10 +457,11 @@ load_earlier_run() {
 		[[ -v "wl_phases[$wl_]" ]] || continue
 		[[ -f $(phases_csv "$wl_") ]] || echo "$PHASES_HEADER" >"$(phases_csv "$wl_")"
 	done
-	while IFS=, read -r r_ wl_ a_ ok_ rest_; do
+	# (exit is column 14; later columns are optional)
+	while IFS=, read -r r_ wl_ a_ ok_ ex_; do
 		[[ $ok_ == 0 ]] || continue
-		failures+=("round $r_ $wl_ $a_: exit ${rest_##*,} (logs: $outdir/logs/r$r_-$wl_-$a_.out, .err)")
-	done < <(tail -n +2 "$runs_csv")
+		failures+=("round $r_ $wl_ $a_: exit $ex_ (logs: $outdir/logs/r$r_-$wl_-$a_.out, .err)")
+	done < <(awk -F, -v OFS=, 'NR > 1 { print $1, $2, $3, $4, $14 }' "$runs_csv")
 }
 
 declare -A wl_time=()    # summed run time (ms) per workload
@@ -455,7 +470,8 @@ done_ms=0
 done_runs=0
 
 # run_c ROUND WORKLOAD ALLOC TAG: run a C workload through tide-rss; sets
-# r_rc r_why r_thr r_unit r_mean r_p95 r_max r_final r_n r_wall r_csv.
+# r_rc r_why r_thr r_unit r_mean r_p95 r_max r_final r_n r_wall r_csv (and
+# r_rstart r_rflushed, empty: only redis has them).
 run_c() {
 	local wl=$2 alloc=$3 tag=$4 out err sum line args
 	out=$outdir/logs/$tag.out
@@ -475,6 +491,7 @@ run_c() {
 	r_thr=$(sed -n 's/.*ops_per_sec=\([0-9.eE+]*\).*/\1/p' "$out" | tail -n1)
 	r_unit=ops/s
 	read_rss_fields "$line"
+	r_rstart="" r_rflushed=""
 	r_why=""
 	if [[ -z $line ]]; then
 		r_why="no tide-rss summary"
@@ -495,7 +512,10 @@ read_rss_fields() {
 	r_wall=$(kv wall_s "$1")
 }
 
-# run_real ROUND WORKLOAD ALLOC TAG: run bench/real/WORKLOAD.sh; same outputs.
+# run_real ROUND WORKLOAD ALLOC TAG: run bench/real/WORKLOAD.sh; same outputs,
+# and r_rstart r_rflushed from the RESULT line's rss_start_kb and
+# rss_flushed_kb (redis.sh: the server's VmRSS before any load, and after
+# FLUSHALL ASYNC and 1 s idle; empty for the other programs).
 run_real() {
 	local wl=$2 alloc=$3 tag=$4 out err line rdir
 	out=$outdir/logs/$tag.out
@@ -513,6 +533,8 @@ run_real() {
 	r_thr=$(kv throughput "$line")
 	r_unit=$(kv unit "$line")
 	read_rss_fields "$line"
+	r_rstart=$(kv rss_start_kb "$line")
+	r_rflushed=$(kv rss_flushed_kb "$line")
 	r_why=""
 	[[ -n $line ]] || r_why="no RESULT line"
 }
@@ -547,7 +569,7 @@ estimate_left_s() {
 # runs.csv, WORKLOAD_phases.csv, workloads.txt, meta.txt.
 run_matrix() {
 	local r j k wl alloc tag el left left_s t0 dt ok w
-	echo "round,workload,alloc,ok,throughput,unit,rss_mean_kb,rss_p95_kb,rss_max_kb,rss_final_kb,samples,wall_s,csv_path,exit" >"$runs_csv"
+	echo "round,workload,alloc,ok,throughput,unit,rss_mean_kb,rss_p95_kb,rss_max_kb,rss_final_kb,samples,wall_s,csv_path,exit,rss_start_kb,rss_flushed_kb" >"$runs_csv"
 	for w in "${workloads[@]}"; do
 		[[ -v "wl_phases[$w]" ]] || continue
 		echo "$PHASES_HEADER" >"$(phases_csv "$w")"
@@ -627,7 +649,7 @@ run_matrix() {
 				if ((ok)) && [[ -v "wl_phases[$wl]" && -f $outdir/logs/$tag.phases ]]; then
 					sed "s/^/$((r + 1)),$alloc,/" "$outdir/logs/$tag.phases" >>"$(phases_csv "$wl")"
 				fi
-				echo "$((r + 1)),$wl,$alloc,$ok,${r_thr:-NA},${r_unit:-NA},${r_mean:-NA},${r_p95:-NA},${r_max:-NA},${r_final:-NA},${r_n:-NA},${r_wall:-NA},$r_csv,$r_rc" >>"$runs_csv"
+				echo "$((r + 1)),$wl,$alloc,$ok,${r_thr:-NA},${r_unit:-NA},${r_mean:-NA},${r_p95:-NA},${r_max:-NA},${r_final:-NA},${r_n:-NA},${r_wall:-NA},$r_csv,$r_rc,${r_rstart:-NA},${r_rflushed:-NA}" >>"$runs_csv"
 				if ((ok)); then
 					printf '        %s %s, RSS mean %s p95 %s max %s final %s KiB, %s samples, %.1f s\n' \
 						"$r_thr" "$r_unit" "${r_mean:-?}" "${r_p95:-?}" "${r_max:-?}" "${r_final:-?}" "${r_n:-?}" \
@@ -665,7 +687,10 @@ done
 
 # ---------------------------------------------------------------- medians
 # medians.csv: per (workload, alloc), medians over the ok runs, and the run
-# closest to the median throughput (the lower middle one), used for plots.
+# closest to the median throughput (the lower middle one), used for plots;
+# then (redis) the medians of rss_start_kb, rss_flushed_kb and of each run's
+# rss_flushed_kb / rss_start_kb (NA where the runs have none; also for a
+# runs.csv written before these columns existed).
 medians_csv=$outdir/medians.csv
 awk -F, '
 	function med(a, n,    i, j, t) {
@@ -689,9 +714,15 @@ awk -F, '
 		rnd[key, n] = $1
 		path[key, n] = $13
 		unit[key] = $6
+		val[key, 15, n] = (NF >= 15 ? $15 : "NA")
+		val[key, 16, n] = (NF >= 16 ? $16 : "NA")
+		if (NF >= 16 && $15 != "NA" && $15 != "" && $16 != "NA" && $16 != "" && $15 + 0 > 0)
+			val[key, 17, n] = $16 / $15
+		else
+			val[key, 17, n] = "NA"
 	}
 	END {
-		print "workload,alloc,ok_runs,runs,throughput,unit,rss_mean_kb,rss_p95_kb,rss_max_kb,rss_final_kb,samples,wall_s,plot_round,plot_csv"
+		print "workload,alloc,ok_runs,runs,throughput,unit,rss_mean_kb,rss_p95_kb,rss_max_kb,rss_final_kb,samples,wall_s,plot_round,plot_csv,rss_start_kb,rss_flushed_kb,flushed_start_ratio"
 		for (q = 1; q <= nkeys; q++) {
 			key = order[q]
 			n = nok[key] + 0
@@ -719,12 +750,22 @@ awk -F, '
 				sel = ix[int((m + 1) / 2)]
 				best = rnd[key, sel] "," path[key, sel]
 			} else best = "NA,NA"
-			print line "," best
+			extra = ""
+			for (c = 15; c <= 17; c++) {
+				m = 0
+				delete a
+				for (i = 1; i <= n; i++)
+					if (val[key, c, i] != "NA" && val[key, c, i] != "") a[++m] = val[key, c, i] + 0
+				v = med(a, m)
+				if (c == 17 && v != "NA") v = sprintf("%.4f", v)
+				extra = extra "," v
+			}
+			print line "," best extra
 		}
 	}' "$runs_csv" >"$medians_csv"
 
 declare -A M=()
-while IFS=, read -r w a nok nr thr unit mean p95 max final _ _ pr pc; do
+while IFS=, read -r w a nok nr thr unit mean p95 max final _ _ pr pc rstart rflushed rratio; do
 	[[ $w == workload ]] && continue
 	M[$w,$a,ok]=$nok
 	M[$w,$a,runs]=$nr
@@ -736,6 +777,9 @@ while IFS=, read -r w a nok nr thr unit mean p95 max final _ _ pr pc; do
 	M[$w,$a,final]=$final
 	M[$w,$a,plot_round]=$pr
 	M[$w,$a,plot_csv]=$pc
+	M[$w,$a,rstart]=$rstart
+	M[$w,$a,rflushed]=$rflushed
+	M[$w,$a,rratio]=$rratio
 done <"$medians_csv"
 
 # get WORKLOAD ALLOC FIELD -> the median (NA if none).
@@ -788,7 +832,8 @@ phase_wls=()
 for wl in "${ran_wls[@]}"; do
 	[[ -v "wl_phases[$wl]" ]] || continue
 	f=$(phases_csv "$wl")
-	[[ -f $f ]] && (($(wc -l <"$f") > 1)) || continue
+	[[ -f $f ]] || continue
+	(($(wc -l <"$f") > 1)) || continue
 	phase_wls+=("$wl")
 	for a in "${allocs[@]}"; do
 		for p in ${wl_phases[$wl]}; do
@@ -961,6 +1006,34 @@ wl_cmd() {
 	fi
 }
 
+# redis_rss_table: (in the redis section) the server's VmRSS before any load
+# and after FLUSHALL ASYNC + 1 s idle, per allocator, from redis.sh's
+# rss_start_kb and rss_flushed_kb; nothing if no run has them.
+redis_rss_table() {
+	local a have=0 line
+	for a in "${allocs[@]}"; do
+		[[ $(get redis "$a" rstart) =~ ^[0-9] ]] && have=1
+	done
+	((have)) || return 0
+	echo "redis-server's VmRSS before loading (right after its first PING) and after"
+	echo "FLUSHALL ASYNC has finished and 1 s of idle; \"after / before\" is the median"
+	echo "over the rounds of each run's ratio (1 = everything given back)."
+	echo
+	echo "| allocator | RSS before loading KiB | after FLUSHALL + 1 s idle KiB | after / before |"
+	echo "|---|---:|---:|---:|"
+	for a in "${allocs[@]}"; do
+		line="| $a | $(fmt_num "$(get redis "$a" rstart)") | $(fmt_num "$(get redis "$a" rflushed)") |"
+		line+=" $(fmt_ratio "$(get redis "$a" rratio)") |"
+		echo "$line"
+	done
+	echo
+}
+
+# fmt_ratio V: 3 decimals, n/a for NA.
+fmt_ratio() {
+	awk -v v="$1" 'BEGIN { if (v == "NA" || v == "") print "n/a"; else printf "%.3f\n", v }'
+}
+
 # report PLOTDIR: the markdown report, plots linked as PLOTDIR/NAME.png.
 report() {
 	local pdir=$1 wl a t unit line v
@@ -1065,6 +1138,7 @@ report() {
 			echo "$line"
 		done
 		echo
+		[[ $wl == redis ]] && redis_rss_table
 		if in_list "rss_$wl.png" "${plots[@]+"${plots[@]}"}"; then
 			echo "![RSS over time, $wl]($pdir/rss_$wl.png)"
 			echo

@@ -7,9 +7,10 @@
 # this shell and the load generators are never preloaded), and prints one
 #
 #   RESULT name=NAME alloc=ALLOC throughput=N unit=U rss_mean_kb=.. rss_p95_kb=..
-#          rss_max_kb=.. rss_final_kb=.. samples=.. wall_s=..
+#          rss_max_kb=.. rss_final_kb=.. samples=.. wall_s=.. [KEY=VALUE...]
 #
-# line on stdout (all on one line).  Environment in:
+# line on stdout (all on one line); a script may append fields of its own
+# after wall_s (redis.sh: rss_start_kb, rss_flushed_kb).  Environment in:
 #
 #   ALLOC     glibc|tcmalloc|mimalloc|jemalloc|tidemalloc
 #   PRELOAD   library to preload into the program under test (empty for glibc)
@@ -94,7 +95,9 @@ rr_init() {
 	rr_log "$RR_NAME: alloc=$ALLOC preload=${PRELOAD:-none} quick=$RR_QUICK tide-rss=$TIDE_RSS"
 	if [[ -n $PRELOAD ]]; then
 		local err
-		err=$(LD_PRELOAD=$PRELOAD /bin/true 2>&1) || rr_die "/bin/true fails with LD_PRELOAD=$PRELOAD: $err"
+		# (TIDE_SHOW_STATS=0: tidemalloc's statistics, when asked for, would
+		# only clutter the log here)
+		err=$(LD_PRELOAD=$PRELOAD TIDE_SHOW_STATS=0 /bin/true 2>&1) || rr_die "/bin/true fails with LD_PRELOAD=$PRELOAD: $err"
 		if grep -q 'ld\.so' <<<"$err"; then
 			rr_die "ld.so cannot preload $PRELOAD: $err"
 		fi
@@ -313,10 +316,29 @@ rr_summary_field() {
 		if (substr($i, 1, n - 1) == k) { print substr($i, n + 1); exit } } }' <<<"$line"
 }
 
-# rr_result THROUGHPUT UNIT: check the summary and print the RESULT line.
+# rr_vmrss_kb PID: print the VmRSS (KiB) of process PID, from
+# /proc/PID/status; dies if it cannot be read.
+rr_vmrss_kb() {
+	local v
+	v=$(awk '$1 == "VmRSS:" { print $2; exit }' "/proc/$1/status" 2>/dev/null) || true
+	[[ $v =~ ^[0-9]+$ ]] || rr_die "cannot read VmRSS of pid $1"
+	printf '%s\n' "$v"
+}
+
+# rr_result THROUGHPUT UNIT [KEY=VALUE...]: check the summary and print the
+# RESULT line; any KEY=VALUE arguments (no spaces; KEY not one of the
+# standard fields) are appended to it, in their order, after wall_s.
 rr_result() {
 	local thr=$1 unit=$2 k v out
+	shift 2
 	[[ $thr =~ ^[0-9]+([.][0-9]+)?$ ]] || rr_die "throughput '$thr' is not a number"
+	for k in "$@"; do
+		[[ $k =~ ^[a-z][a-z0-9_]*=[^[:space:]]+$ ]] || rr_die "rr_result: bad extra field '$k' (KEY=VALUE, no spaces)"
+		case ${k%%=*} in
+		name | alloc | throughput | unit | rss_mean_kb | rss_p95_kb | rss_max_kb | rss_final_kb | samples | wall_s)
+			rr_die "rr_result: extra field '${k%%=*}' is a standard one" ;;
+		esac
+	done
 	v=$(rr_summary_field exit)
 	[[ $v == 0 ]] || rr_die "tide-rss summary says exit=$v"
 	out="RESULT name=$RR_NAME alloc=$ALLOC throughput=$thr unit=$unit"
@@ -324,6 +346,9 @@ rr_result() {
 		v=$(rr_summary_field "$k")
 		[[ -n $v ]] || rr_die "no $k in tide-rss summary: $(cat "$RR_SUMMARY")"
 		out+=" $k=$v"
+	done
+	for k in "$@"; do
+		out+=" $k"
 	done
 	rr_log "$out"
 	printf '%s\n' "$out"

@@ -13,6 +13,12 @@
 # one that allocated), and the server idles for 1 s before SHUTDOWN NOSAVE:
 # rss_final_kb is the RSS the allocator kept after everything was freed.
 #
+# Two extra fields on the RESULT line, both the server's VmRSS (KiB) from
+# /proc/PID/status: rss_start_kb right after it first answered PING, before
+# any load, and rss_flushed_kb after FLUSHALL ASYNC has finished and the 1 s
+# of idle (just before SHUTDOWN).  rss_flushed_kb / rss_start_kb is how much
+# of the loaded heap the allocator kept.
+#
 # throughput: requests per second over both runs = all requests / the time
 # redis-benchmark measured for them (sum over tests of n/rps), unit req/s.
 #
@@ -59,6 +65,8 @@ info_field() { # info_field SECTION FIELD
 
 pong=$(cli ping) || rr_die "redis-cli ping failed"
 [[ $pong == PONG ]] || rr_die "PING answered '$pong'"
+rss_start=$(rr_vmrss_kb "$SPID")
+rr_log "redis-server VmRSS before any load: $rss_start kB"
 
 total_req=0
 total_time=0
@@ -103,10 +111,11 @@ done
 [[ $pending == 0 ]] || rr_die "lazyfree_pending_objects still $pending after 30 s"
 [[ $(cli dbsize) == 0 ]] || rr_die "DBSIZE is not 0 after FLUSHALL"
 sleep 1
-rr_log "after flushall: used_memory=$(info_field memory used_memory) rss_redis=$(info_field memory used_memory_rss)"
+rss_flushed=$(rr_vmrss_kb "$SPID")
+rr_log "after flushall: used_memory=$(info_field memory used_memory) rss_redis=$(info_field memory used_memory_rss) VmRSS=$rss_flushed kB"
 
 cli shutdown nosave >>"$RR_LOG" 2>&1 || true
 rr_wait_server 30
 
 thr=$(awk -v r="$total_req" -v t="$total_time" 'BEGIN { printf "%.0f", r / t }')
-rr_result "$thr" req/s
+rr_result "$thr" req/s rss_start_kb="$rss_start" rss_flushed_kb="$rss_flushed"
