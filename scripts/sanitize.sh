@@ -29,6 +29,7 @@ done
 # shellcheck disable=SC2086
 ${CC:-gcc} -std=gnu11 -O1 -g -fsanitize=thread -ftls-model=initial-exec -DTIDE_NO_LIBC_ALIASES $rename -I. -I"$top/src" -I"$top/pager" \
   -o tsan_stress "$top/tests/tsan_stress.c" "$top"/src/*.c "$top"/pager/*.c -lpthread \
-  $(grep -q '^#define HAVE_LIBURING 1' config.h && echo -luring)
+  $(grep -q '^#define HAVE_LIBURING 1' config.h && echo -luring) \
+  $(grep -q '^#define HAVE_LIBNUMA 1' config.h && echo -lnuma)
 TSAN_OPTIONS="halt_on_error=1 exitcode=66" ./tsan_stress
 echo "sanitizers: clean"
