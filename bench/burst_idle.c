@@ -113,33 +113,7 @@ static void *run(void *arg)
 	return NULL;
 }
 
-static void *map_or_die(size_t bytes)
-{
-	void *p = mmap(NULL, bytes ? bytes : 1, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (p == MAP_FAILED) {
-		perror("burst_idle: mmap");
-		exit(1);
-	}
-	return p;
-}
-
 static double t_start;
-
-static void phase(const char *name)
-{
-	long rss = wl_rss_kb();
-	WL_PRINT("burst_idle: phase=%s t_ms=%.0f rss_kb=%ld\n", name,
-		 (wl_now() - t_start) * 1e3, rss);
-}
-
-static void sleep_ms(uint64_t ms)
-{
-	struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000 };
-
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
-}
 
 int main(int argc, char **argv)
 {
@@ -173,8 +147,8 @@ int main(int argc, char **argv)
 	 * The bound on the number of blocks: every block is >= 16 bytes. */
 	uint64_t total = burst_mb << 20;
 	uint64_t bound = total / 16 + nthreads;
-	size_of = map_or_die(bound * sizeof(*size_of));
-	struct worker *workers = map_or_die(sizeof(*workers) * nthreads);
+	size_of = wl_map(PROG, bound * sizeof(*size_of));
+	struct worker *workers = wl_map(PROG, sizeof(*workers) * nthreads);
 	nblocks = 0;
 	for (unsigned t = 0; t < nthreads; t++) {
 		uint64_t rng = wl_seed(seed, t);
@@ -190,11 +164,11 @@ int main(int argc, char **argv)
 		workers[t].count = nblocks - workers[t].first;
 	}
 	nkept = nblocks * keep_pct / 100;
-	blk = map_or_die(nblocks * sizeof(*blk));
+	blk = wl_map(PROG, nblocks * sizeof(*blk));
 	/* Make the bookkeeping resident now, so that the RSS deltas between
 	 * the phases are the heap's alone. */
 	memset(blk, 0, nblocks * sizeof(*blk));
-	order = map_or_die(nblocks * sizeof(*order));
+	order = wl_map(PROG, nblocks * sizeof(*order));
 	uint64_t rng = wl_seed(seed, UINT64_C(1) << 32);
 	for (uint64_t i = 0; i < nblocks; i++)
 		order[i] = (uint32_t)i;
@@ -217,30 +191,30 @@ int main(int argc, char **argv)
 
 	double a, burst_s, most_s, rest_s;
 
-	phase("start");
+	wl_phase(PROG, t_start, "start");
 	a = wl_now();
 	pthread_barrier_wait(&barrier);		/* go: burst */
 	pthread_barrier_wait(&barrier);		/* burst done */
 	burst_s = wl_now() - a;
-	phase("after_burst");
+	wl_phase(PROG, t_start, "after_burst");
 
 	a = wl_now();
 	pthread_barrier_wait(&barrier);		/* go: free most */
 	pthread_barrier_wait(&barrier);		/* free most done */
 	most_s = wl_now() - a;
-	phase("after_free_most");
+	wl_phase(PROG, t_start, "after_free_most");
 
-	sleep_ms(idle_ms);
-	phase("idle1_end");
+	wl_sleep_ms(idle_ms);
+	wl_phase(PROG, t_start, "idle1_end");
 
 	a = wl_now();
 	pthread_barrier_wait(&barrier);		/* go: free rest */
 	pthread_barrier_wait(&barrier);		/* free rest done */
 	rest_s = wl_now() - a;
-	phase("after_free_rest");
+	wl_phase(PROG, t_start, "after_free_rest");
 
-	sleep_ms(idle_ms);
-	phase("idle2_end");
+	wl_sleep_ms(idle_ms);
+	wl_phase(PROG, t_start, "idle2_end");
 
 	pthread_barrier_wait(&barrier);		/* let the workers exit */
 	for (unsigned t = 0; t < nthreads; t++)

@@ -65,21 +65,17 @@ builddir=${BENCH_BUILDDIR:-}
 declare -A rounds_for=()
 
 while (($# > 0)); do
+	sw_common_opt "$@"
+	if ((SW_USED > 0)); then
+		shift "$SW_USED"
+		continue
+	fi
 	case $1 in
 	--delays) sw_need "$1" $# && delays_arg=$2 && shift 2 ;;
 	--delays=*) delays_arg=${1#*=} && shift ;;
-	--workloads) sw_need "$1" $# && workloads_arg=$2 && shift 2 ;;
-	--workloads=*) workloads_arg=${1#*=} && shift ;;
-	--rounds) sw_need "$1" $# && rounds=$2 && shift 2 ;;
-	--rounds=*) rounds=${1#*=} && shift ;;
 	--rounds-for) sw_need "$1" $# && rounds_for[${2%%=*}]=${2#*=} && shift 2 ;;
 	--ref) sw_need "$1" $# && ref=$2 && shift 2 ;;
 	--ref=*) ref=${1#*=} && shift ;;
-	--out) sw_need "$1" $# && outdir=$2 && shift 2 ;;
-	--out=*) outdir=${1#*=} && shift ;;
-	--quick) SW_SUITE_ARGS+=(--quick) && shift ;;
-	--builddir) sw_need "$1" $# && builddir=$2 && shift 2 ;;
-	--builddir=*) builddir=${1#*=} && shift ;;
 	-h | --help) usage && exit 0 ;;
 	*)
 		usage >&2
@@ -88,7 +84,7 @@ while (($# > 0)); do
 	esac
 done
 
-[[ $rounds =~ ^[1-9][0-9]*$ ]] || sw_die "--rounds must be a positive integer"
+sw_check_rounds
 [[ $ref =~ ^[0-9]+$ ]] || sw_die "--ref must be a delay in ms"
 mapfile -t delays < <(sw_words "$delays_arg")
 mapfile -t workloads < <(sw_words "$workloads_arg")
@@ -352,10 +348,4 @@ report >"$sw_out/table.md"
 cat "$sw_out/table.md"
 echo "raw results: $sw_out (runs.csv, medians.csv, table.md, runs/*/ = each run's suite.sh output)"
 echo "sweep time: $(sw_mmss "$sweep_s")"
-if ((${#failures[@]} > 0)); then
-	echo >&2
-	echo "$prog: ${#failures[@]} run(s) failed:" >&2
-	printf '  %s\n' "${failures[@]}" >&2
-	exit 1
-fi
-exit 0
+sw_exit

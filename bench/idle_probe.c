@@ -89,33 +89,7 @@ static void *run(void *arg)
 	return NULL;
 }
 
-static void *map_or_die(size_t bytes)
-{
-	void *p = mmap(NULL, bytes ? bytes : 1, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (p == MAP_FAILED) {
-		perror("idle_probe: mmap");
-		exit(1);
-	}
-	return p;
-}
-
 static double t_start;
-
-static void phase(const char *name)
-{
-	long rss = wl_rss_kb();
-	WL_PRINT("idle_probe: phase=%s t_ms=%.0f rss_kb=%ld\n", name,
-		 (wl_now() - t_start) * 1e3, rss);
-}
-
-static void sleep_ms(uint64_t ms)
-{
-	struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000 };
-
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
-}
 
 int main(int argc, char **argv)
 {
@@ -138,8 +112,8 @@ int main(int argc, char **argv)
 	/* Sizes up front; every block is >= 16 bytes. */
 	uint64_t total = total_mb << 20;
 	uint64_t bound = total / 16 + nthreads;
-	size_of = map_or_die(bound * sizeof(*size_of));
-	struct worker *workers = map_or_die(sizeof(*workers) * nthreads);
+	size_of = wl_map(PROG, bound * sizeof(*size_of));
+	struct worker *workers = wl_map(PROG, sizeof(*workers) * nthreads);
 	uint64_t nblocks = 0, bytes = 0;
 	for (unsigned t = 0; t < nthreads; t++) {
 		uint64_t rng = wl_seed(seed, t);
@@ -155,10 +129,10 @@ int main(int argc, char **argv)
 		workers[t].count = nblocks - workers[t].first;
 		bytes += got;
 	}
-	blk = map_or_die(nblocks * sizeof(*blk));
+	blk = wl_map(PROG, nblocks * sizeof(*blk));
 	memset(blk, 0, nblocks * sizeof(*blk));
 	/* Each worker frees its own blocks in a random order. */
-	order = map_or_die(nblocks * sizeof(*order));
+	order = wl_map(PROG, nblocks * sizeof(*order));
 	for (unsigned t = 0; t < nthreads; t++) {
 		uint64_t rng = wl_seed(seed, (UINT64_C(1) << 32) + t);
 		uint32_t *o = order + workers[t].first;
@@ -185,21 +159,21 @@ int main(int argc, char **argv)
 
 	double a, alloc_s, free_s;
 
-	phase("start");
+	wl_phase(PROG, t_start, "start");
 	a = wl_now();
 	pthread_barrier_wait(&barrier);		/* go: allocate */
 	pthread_barrier_wait(&barrier);		/* allocated */
 	alloc_s = wl_now() - a;
-	phase("after_alloc");
+	wl_phase(PROG, t_start, "after_alloc");
 
 	a = wl_now();
 	pthread_barrier_wait(&barrier);		/* go: free */
 	pthread_barrier_wait(&barrier);		/* freed */
 	free_s = wl_now() - a;
-	phase("idle_start");
+	wl_phase(PROG, t_start, "idle_start");
 
-	sleep_ms(idle_ms);
-	phase("idle_end");
+	wl_sleep_ms(idle_ms);
+	wl_phase(PROG, t_start, "idle_end");
 
 	pthread_barrier_wait(&barrier);		/* let the workers exit */
 	for (unsigned t = 0; t < nthreads; t++)

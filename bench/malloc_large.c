@@ -57,21 +57,6 @@ static void touch(unsigned char *p, size_t n, unsigned pct, int use_memset)
 	p[n - 1] = wl_tail(h);
 }
 
-static void phase(const char *name)
-{
-	long rss = wl_rss_kb();
-	WL_PRINT("malloc_large: phase=%s t_ms=%.0f rss_kb=%ld\n", name,
-		 (wl_now() - t_start) * 1e3, rss);
-}
-
-static void sleep_ms(uint64_t ms)
-{
-	struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000 };
-
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
-}
-
 int main(int argc, char **argv)
 {
 	uint64_t iters = 3000, slots = 20, min_size = 5u << 20,
@@ -134,9 +119,9 @@ int main(int argc, char **argv)
 	}
 	double free_all_s = wl_now() - a;
 
-	phase("after_free");
-	sleep_ms(idle_ms);
-	phase("idle_end");
+	wl_phase(PROG, t_start, "after_free");
+	wl_sleep_ms(idle_ms);
+	wl_phase(PROG, t_start, "idle_end");
 
 	WL_PRINT("malloc_large: ops_per_sec=%.0f iters=%llu slots=%llu "
 		 "min=%llu max=%llu touch_pct=%llu memset=%llu idle_ms=%llu "

@@ -68,20 +68,16 @@ outdir=""
 builddir=${BENCH_BUILDDIR:-}
 
 while (($# > 0)); do
+	sw_common_opt "$@"
+	if ((SW_USED > 0)); then
+		shift "$SW_USED"
+		continue
+	fi
 	case $1 in
-	--rounds) sw_need "$1" $# && rounds=$2 && shift 2 ;;
-	--rounds=*) rounds=${1#*=} && shift ;;
-	--workloads) sw_need "$1" $# && workloads_arg=$2 && shift 2 ;;
-	--workloads=*) workloads_arg=${1#*=} && shift ;;
 	--idle) sw_need "$1" $# && idle=$2 && shift 2 ;;
 	--idle=*) idle=${1#*=} && shift ;;
 	--no-throughput) do_thr=0 && shift ;;
 	--no-idle) do_idle=0 && shift ;;
-	--out) sw_need "$1" $# && outdir=$2 && shift 2 ;;
-	--out=*) outdir=${1#*=} && shift ;;
-	--quick) SW_SUITE_ARGS+=(--quick) && shift ;;
-	--builddir) sw_need "$1" $# && builddir=$2 && shift 2 ;;
-	--builddir=*) builddir=${1#*=} && shift ;;
 	-h | --help) usage && exit 0 ;;
 	*)
 		usage >&2
@@ -90,7 +86,7 @@ while (($# > 0)); do
 	esac
 done
 
-[[ $rounds =~ ^[1-9][0-9]*$ ]] || sw_die "--rounds must be a positive integer"
+sw_check_rounds
 if ! [[ $idle =~ ^[1-9][0-9]*$ ]] || ((idle > 3600)); then
 	sw_die "--idle must be a whole number of seconds in 1..3600"
 fi
@@ -369,10 +365,4 @@ report() {
 report >"$sw_out/table.md"
 cat "$sw_out/table.md"
 echo "raw results: $sw_out (runs.csv, idle.csv, idle/, table.md, runs/*/ = each run's suite.sh output)"
-if ((${#failures[@]} > 0)); then
-	echo >&2
-	echo "$prog: ${#failures[@]} failure(s):" >&2
-	printf '  %s\n' "${failures[@]}" >&2
-	exit 1
-fi
-exit 0
+sw_exit

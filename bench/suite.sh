@@ -502,9 +502,12 @@ run_c() {
 }
 
 # read_rss_fields LINE: the RSS fields shared by tide-rss summaries and
-# RESULT lines, into r_n, r_mean, r_p95, r_max, r_final, r_wall.
+# RESULT lines, into r_n, r_mean, r_p95, r_max, r_final, r_wall, and r_uss
+# (tide-rss's largest USS: Private_Clean + Private_Dirty of smaps_rollup,
+# read every 10th sample; empty where the line has none).
 read_rss_fields() {
 	r_n=$(kv samples "$1")
+	r_uss=$(kv uss_max_kb "$1")
 	r_mean=$(kv rss_mean_kb "$1")
 	r_p95=$(kv rss_p95_kb "$1")
 	r_max=$(kv rss_max_kb "$1")
@@ -569,7 +572,7 @@ estimate_left_s() {
 # runs.csv, WORKLOAD_phases.csv, workloads.txt, meta.txt.
 run_matrix() {
 	local r j k wl alloc tag el left left_s t0 dt ok w
-	echo "round,workload,alloc,ok,throughput,unit,rss_mean_kb,rss_p95_kb,rss_max_kb,rss_final_kb,samples,wall_s,csv_path,exit,rss_start_kb,rss_flushed_kb" >"$runs_csv"
+	echo "round,workload,alloc,ok,throughput,unit,rss_mean_kb,rss_p95_kb,rss_max_kb,rss_final_kb,samples,wall_s,csv_path,exit,rss_start_kb,rss_flushed_kb,uss_max_kb" >"$runs_csv"
 	for w in "${workloads[@]}"; do
 		[[ -v "wl_phases[$w]" ]] || continue
 		echo "$PHASES_HEADER" >"$(phases_csv "$w")"
@@ -649,7 +652,7 @@ run_matrix() {
 				if ((ok)) && [[ -v "wl_phases[$wl]" && -f $outdir/logs/$tag.phases ]]; then
 					sed "s/^/$((r + 1)),$alloc,/" "$outdir/logs/$tag.phases" >>"$(phases_csv "$wl")"
 				fi
-				echo "$((r + 1)),$wl,$alloc,$ok,${r_thr:-NA},${r_unit:-NA},${r_mean:-NA},${r_p95:-NA},${r_max:-NA},${r_final:-NA},${r_n:-NA},${r_wall:-NA},$r_csv,$r_rc,${r_rstart:-NA},${r_rflushed:-NA}" >>"$runs_csv"
+				echo "$((r + 1)),$wl,$alloc,$ok,${r_thr:-NA},${r_unit:-NA},${r_mean:-NA},${r_p95:-NA},${r_max:-NA},${r_final:-NA},${r_n:-NA},${r_wall:-NA},$r_csv,$r_rc,${r_rstart:-NA},${r_rflushed:-NA},${r_uss:-NA}" >>"$runs_csv"
 				if ((ok)); then
 					printf '        %s %s, RSS mean %s p95 %s max %s final %s KiB, %s samples, %.1f s\n' \
 						"$r_thr" "$r_unit" "${r_mean:-?}" "${r_p95:-?}" "${r_max:-?}" "${r_final:-?}" "${r_n:-?}" \
@@ -716,13 +719,14 @@ awk -F, '
 		unit[key] = $6
 		val[key, 15, n] = (NF >= 15 ? $15 : "NA")
 		val[key, 16, n] = (NF >= 16 ? $16 : "NA")
+		val[key, 18, n] = (NF >= 17 && $17 + 0 > 0 ? $17 : "NA")
 		if (NF >= 16 && $15 != "NA" && $15 != "" && $16 != "NA" && $16 != "" && $15 + 0 > 0)
 			val[key, 17, n] = $16 / $15
 		else
 			val[key, 17, n] = "NA"
 	}
 	END {
-		print "workload,alloc,ok_runs,runs,throughput,unit,rss_mean_kb,rss_p95_kb,rss_max_kb,rss_final_kb,samples,wall_s,plot_round,plot_csv,rss_start_kb,rss_flushed_kb,flushed_start_ratio"
+		print "workload,alloc,ok_runs,runs,throughput,unit,rss_mean_kb,rss_p95_kb,rss_max_kb,rss_final_kb,samples,wall_s,plot_round,plot_csv,rss_start_kb,rss_flushed_kb,flushed_start_ratio,uss_max_kb"
 		for (q = 1; q <= nkeys; q++) {
 			key = order[q]
 			n = nok[key] + 0
@@ -751,7 +755,7 @@ awk -F, '
 				best = rnd[key, sel] "," path[key, sel]
 			} else best = "NA,NA"
 			extra = ""
-			for (c = 15; c <= 17; c++) {
+			for (c = 15; c <= 18; c++) {
 				m = 0
 				delete a
 				for (i = 1; i <= n; i++)
@@ -765,7 +769,7 @@ awk -F, '
 	}' "$runs_csv" >"$medians_csv"
 
 declare -A M=()
-while IFS=, read -r w a nok nr thr unit mean p95 max final _ _ pr pc rstart rflushed rratio; do
+while IFS=, read -r w a nok nr thr unit mean p95 max final _ _ pr pc rstart rflushed rratio uss; do
 	[[ $w == workload ]] && continue
 	M[$w,$a,ok]=$nok
 	M[$w,$a,runs]=$nr
@@ -780,6 +784,7 @@ while IFS=, read -r w a nok nr thr unit mean p95 max final _ _ pr pc rstart rflu
 	M[$w,$a,rstart]=$rstart
 	M[$w,$a,rflushed]=$rflushed
 	M[$w,$a,rratio]=$rratio
+	M[$w,$a,uss]=${uss:-NA}
 done <"$medians_csv"
 
 # get WORKLOAD ALLOC FIELD -> the median (NA if none).
@@ -1058,7 +1063,10 @@ report() {
 	echo
 	echo "Numbers are medians over the successful runs. Ratios are allocator / tidemalloc:"
 	echo "for throughput above 1 means faster than tidemalloc, for RSS above 1 means the"
-	echo "peer uses more memory than tidemalloc. \`n/a\`: no successful run."
+	echo "peer uses more memory than tidemalloc. \`n/a\`: no successful run. USS max: the"
+	echo "largest USS seen (Private_Clean + Private_Dirty of /proc/PID/smaps_rollup, read by"
+	echo "tide-rss every 10th sample: the process's own memory, shared libraries' shared pages"
+	echo "left out); the real programs' scripts do not report it."
 	echo
 
 	local others=()
@@ -1121,11 +1129,11 @@ report() {
 		[[ -v "is_real[$wl]" || ${wl_bin[$wl]} == dist_app ]] || v=$(wl_params "$wl")
 		echo "$(wl_desc "$wl"). Command: \`$(wl_cmd "$wl")\`${v:+ (parameters: \`$v\`)}."
 		echo
-		echo "| allocator | throughput (${unit:-?}) | vs tide | RSS mean KiB | vs tide | RSS p95 KiB | vs tide | RSS max KiB | vs tide | final RSS KiB | vs tide | ok runs |"
-		echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+		echo "| allocator | throughput (${unit:-?}) | vs tide | RSS mean KiB | vs tide | RSS p95 KiB | vs tide | RSS max KiB | vs tide | final RSS KiB | vs tide | USS max KiB | vs tide | ok runs |"
+		echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 		for a in "${allocs[@]}"; do
 			line="| $a |"
-			for f in thr mean p95 max final; do
+			for f in thr mean p95 max final uss; do
 				v=$(get "$wl" "$a" "$f")
 				line+=" $(fmt_num "$v") | $(ratio "$v" "$(get "$wl" tidemalloc "$f")") |"
 			done

@@ -42,6 +42,53 @@ sw_need() {
 	(($2 >= 2)) || sw_die "$1 needs a value"
 }
 
+# sw_common_opt ARGS...: the options every sweep script takes, into the
+# caller's variables: --rounds N (rounds), --workloads LIST (workloads_arg),
+# --out DIR (outdir), --builddir DIR (builddir), --quick (SW_SUITE_ARGS).
+# Sets SW_USED to the number of words taken: 0 when $1 is none of them.
+sw_common_opt() {
+	local key val
+	SW_USED=0
+	case $1 in
+	--quick)
+		SW_SUITE_ARGS+=(--quick)
+		SW_USED=1
+		return 0
+		;;
+	--rounds | --workloads | --out | --builddir)
+		sw_need "$1" $#
+		key=$1 val=$2 SW_USED=2
+		;;
+	--rounds=* | --workloads=* | --out=* | --builddir=*)
+		key=${1%%=*} val=${1#*=} SW_USED=1
+		;;
+	*) return 0 ;;
+	esac
+	case $key in
+	--rounds) rounds=$val ;;
+	--workloads) workloads_arg=$val ;;
+	--out) outdir=$val ;;
+	--builddir) builddir=$val ;;
+	esac
+}
+
+# sw_check_rounds: rounds is a positive integer.
+sw_check_rounds() {
+	[[ $rounds =~ ^[1-9][0-9]*$ ]] || sw_die "--rounds must be a positive integer"
+}
+
+# sw_exit: list the entries of the caller's failures array on stderr and
+# exit 1, or exit 0 when there are none.
+sw_exit() {
+	if ((${#failures[@]} > 0)); then
+		echo >&2
+		echo "$prog: ${#failures[@]} failure(s):" >&2
+		printf '  %s\n' "${failures[@]}" >&2
+		exit 1
+	fi
+	exit 0
+}
+
 # sw_now_ms: wall clock in ms.
 sw_now_ms() {
 	local t=${EPOCHREALTIME//[!0-9]/}

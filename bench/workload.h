@@ -10,7 +10,8 @@
  *   and one byte in every 4 KiB in between, so the allocator's memory is
  *   really touched; wl_check() verifies the header and the last byte before
  *   a block is freed and exits 1 on a mismatch;
- * - CLOCK_MONOTONIC time and VmRSS read without malloc.
+ * - CLOCK_MONOTONIC time and VmRSS read without malloc, a phase line with
+ *   both, a sleep, and mmap'ed bookkeeping.
  */
 #ifndef TIDE_BENCH_WORKLOAD_H
 #define TIDE_BENCH_WORKLOAD_H
@@ -22,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 /* Smallest block size: the header word needs 8 bytes, plus room for the
@@ -169,6 +171,43 @@ static inline long wl_rss_kb(void)
 	while (*q >= '0' && *q <= '9')
 		v = v * 10 + (*q++ - '0');
 	return v;
+}
+
+/* One line for a phase of a run: its name, the time since t0 (a wl_now()
+ * value) and VmRSS; flushed at once so a watcher can follow. */
+static inline void wl_phase(const char *prog, double t0, const char *name)
+{
+	long rss = wl_rss_kb();
+
+	printf("%s: phase=%s t_ms=%.0f rss_kb=%ld\n", prog, name,
+	       (wl_now() - t0) * 1e3, rss);
+	if (fflush(stdout) != 0) {
+		perror("stdout");
+		exit(1);
+	}
+}
+
+/* Sleep ms milliseconds, resuming after signals. */
+static inline void wl_sleep_ms(uint64_t ms)
+{
+	struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000 };
+
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+/* Zeroed memory for a workload's own bookkeeping, straight from mmap so it
+ * is not the allocator under test's; exits 1 on failure. */
+static inline void *wl_map(const char *prog, size_t bytes)
+{
+	void *p = mmap(NULL, bytes ? bytes : 1, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED) {
+		fprintf(stderr, "%s: mmap(%zu): %s\n", prog, bytes,
+			strerror(errno));
+		exit(1);
+	}
+	return p;
 }
 
 /* ---------------------------------------------------------------------- */

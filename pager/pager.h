@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tm_assert.h"
+
 struct tm_segment;
 struct tm_span;
 struct tm_heap;
@@ -49,6 +51,8 @@ typedef struct tm_batch {
 
 static inline bool tm_batch_full(const tm_batch *b) { return b->n >= b->cap; }
 static inline void tm_batch_add(tm_batch *b, uintptr_t addr, size_t len, void *obj, uint64_t mask, unsigned kind) {
+  TM_ASSERT(!tm_batch_full(b));
+  TM_ASSERT(len > 0 && ((addr | len) & 4095) == 0); /* whole pages only: a purge must not reach a neighbour */
   tm_release *r = &b->r[b->n++];
   r->addr = addr;
   r->len = len;
@@ -161,6 +165,9 @@ void tm_pager_after_fork(void);
  * heaps while it could be working on them. */
 void tm_pager_pause(void);
 void tm_pager_resume(void);
+/* Does the calling thread hold the trimmer's turn (a pager round, or
+ * tide_purge)? For the debug assertions of src/trim.c. */
+bool tm_pager_turn_held(void);
 /* Collect, release and give back now, on the calling thread; returns the
  * bytes the kernel took. */
 size_t tm_pager_trim_now(const tm_trim_req *req);

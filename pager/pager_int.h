@@ -9,6 +9,7 @@
 
 #include "pager.h"
 #include "pressure.h"
+#include "tm_assert.h"
 
 #define TM_PAGER_LIKELY(x) __builtin_expect(!!(x), 1)
 

@@ -87,11 +87,13 @@ size_t tm_policy_collect(const tm_trim_req *req, tm_batch *b, tm_due *due) {
     if (!more && orphans) orphans = more = tm_trim_orphans(b, req, due);
     if (!more) more = tm_trim_segments(b, req, due);
     if (!more && !req->empty_only) more = tm_trim_huge(b, req, due);
+    TM_ASSERT(b->n <= b->cap);
     if (b->n) {
       bytes += tm_release_run(b);
       TM_PSTAT_ADD(batches, 1);
     }
     tm_trim_done(b);
+    TM_ASSERT(b->n == 0 && b->bytes == 0);
     if (!more) return bytes;
   }
 }

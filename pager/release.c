@@ -98,6 +98,7 @@ static void tm_release_purges(tm_release *r, unsigned from, unsigned to) {
         iov[n - 1].iov_len += r[j].len; /* touches the previous range */
         continue;
       }
+      TM_ASSERT(r[j].kind != TM_REL_UNMAP && r[j].kind != TM_REL_NOHUGE);
       if (n == TM_IOV_MAX) break;
       iov[n].iov_base = (void *)r[j].addr;
       iov[n].iov_len = r[j].len;
@@ -140,6 +141,7 @@ size_t tm_release_run(tm_batch *b) {
   size_t bytes = 0;
   unsigned i = 0;
   while (i < b->n) {
+    TM_ASSERT(b->r[i].len > 0 && ((b->r[i].addr | b->r[i].len) & 4095) == 0 && !b->r[i].ok);
     if (b->r[i].kind == TM_REL_UNMAP || b->r[i].kind == TM_REL_NOHUGE) {
       TM_PSTAT_ADD(syscalls, 1);
       if (b->r[i].kind == TM_REL_UNMAP)

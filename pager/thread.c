@@ -33,8 +33,23 @@ static atomic_int tm_pstate;
 /* One trimmer at a time: the pager's rounds and tide_purge() (src/trim.c
  * keeps per-heap state with one writer). Never taken by malloc or free. */
 static pthread_mutex_t tm_trim_mutex = PTHREAD_MUTEX_INITIALIZER;
+static __thread bool tm_turn_mine; /* this thread holds tm_trim_mutex */
 static atomic_int tm_asleep; /* 1 while waiting with no deadline */
 static pthread_t tm_ptid;
+
+static void tm_turn_take(void) {
+  pthread_mutex_lock(&tm_trim_mutex);
+  TM_ASSERT(!tm_turn_mine);
+  tm_turn_mine = true;
+}
+
+static void tm_turn_give(void) {
+  TM_ASSERT(tm_turn_mine);
+  tm_turn_mine = false;
+  pthread_mutex_unlock(&tm_trim_mutex);
+}
+
+bool tm_pager_turn_held(void) { return tm_turn_mine; }
 
 /* ---- the loop ------------------------------------------------------------------ */
 static void *tm_pager_main(void *arg) {
@@ -42,9 +57,10 @@ static void *tm_pager_main(void *arg) {
   tm_front_mark_pager_thread();
   bool pressure = false;
   for (;;) {
-    pthread_mutex_lock(&tm_trim_mutex);
+    tm_turn_take();
     int next = tm_policy_round(tm_now_ms(), pressure);
-    pthread_mutex_unlock(&tm_trim_mutex);
+    tm_turn_give();
+    TM_ASSERT(next >= -1);
     TM_PSTAT_ADD(rounds, 1);
     pressure = false;
     if (next < 0) {
@@ -120,9 +136,9 @@ size_t tm_pager_trim_now(const tm_trim_req *req) {
   tm_batch b = {0, 32, 0, storage};
   tm_due due = {false, 0};
   if (req->empty_only) return tm_policy_collect(req, &b, &due);
-  pthread_mutex_lock(&tm_trim_mutex);
+  tm_turn_take();
   size_t bytes = tm_policy_collect(req, &b, &due);
-  pthread_mutex_unlock(&tm_trim_mutex);
+  tm_turn_give();
   return bytes;
 }
 
@@ -134,11 +150,12 @@ size_t tm_pager_purge_all(void) {
 }
 
 /* Between rounds, hold the pager still (tests that inspect the heaps). */
-void tm_pager_pause(void) { pthread_mutex_lock(&tm_trim_mutex); }
-void tm_pager_resume(void) { pthread_mutex_unlock(&tm_trim_mutex); }
+void tm_pager_pause(void) { tm_turn_take(); }
+void tm_pager_resume(void) { tm_turn_give(); }
 
 void tm_pager_after_fork(void) {
   pthread_mutex_init(&tm_trim_mutex, NULL); /* the pager may have held it */
+  tm_turn_mine = false;                     /* (or, in tide_purge, the forking thread) */
   tm_release_after_fork();
   int st = atomic_load(&tm_pstate);
   if (st == TM_PS_RUNNING || st == TM_PS_STARTING) {

@@ -51,6 +51,14 @@ static tm_huge_entry tm_huge_cache[TM_HUGE_CACHE_SLOTS];
 static size_t tm_huge_cache_bytes;
 static tm_lock_t tm_huge_lock = TM_LOCK_INIT;
 
+/* Debug builds: the byte count matches the entries, under tm_huge_lock. */
+static __attribute__((unused)) bool tm_huge_cache_consistent(void) {
+  size_t sum = 0;
+  for (unsigned i = 0; i < TM_HUGE_CACHE_SLOTS; i++)
+    if (tm_huge_cache[i].seg) sum += tm_huge_cache[i].map_size;
+  return tm_lock_is_held(&tm_huge_lock) && sum == tm_huge_cache_bytes;
+}
+
 /* How much the cache may hold: two fifths of the live huge bytes, at least
  * 64 MiB, so that the resident memory it keeps stays a fraction of what the
  * program itself holds. Measured on malloc_large (20 buffers of 5-25 MiB
@@ -78,6 +86,7 @@ static bool tm_huge_cache_put(tm_segment *seg, size_t map) {
     tm_huge_cache_bytes += map;
     kept = true;
   }
+  TM_ASSERT(tm_huge_cache_consistent());
   tm_unlock(&tm_huge_lock);
   if (kept) TM_STAT_ADD(huge_cached_bytes, map);
   return kept;
@@ -102,6 +111,7 @@ static tm_segment *tm_huge_cache_take(size_t map, size_t *got) {
     tm_huge_cache_bytes -= *got;
     tm_huge_cache[best].seg = NULL;
   }
+  TM_ASSERT(tm_huge_cache_consistent());
   tm_unlock(&tm_huge_lock);
   if (seg) TM_STAT_SUB(huge_cached_bytes, *got);
   return seg;
@@ -139,6 +149,7 @@ bool tm_trim_huge(tm_batch *b, const tm_trim_req *req, tm_due *due) {
     TM_STAT_SUB(huge_cached_bytes, e->map_size);
     e->seg = NULL;
   }
+  TM_ASSERT(tm_huge_cache_consistent());
   tm_unlock(&tm_huge_lock);
   return full;
 }

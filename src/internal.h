@@ -1,5 +1,5 @@
-/* Internal types and inline helpers shared by the front end (src/) and the
- * back end (pager/). Nothing here is installed. See doc/design.md for the
+/* Internal types and inline helpers of the front end (src/); the pager
+ * (pager/) sees only pager.h. Nothing here is installed. See doc/design.md for the
  * layout of a segment and the life of a span. */
 #ifndef TIDE_INTERNAL_H
 #define TIDE_INTERNAL_H
@@ -29,17 +29,7 @@
 #define TM_ALIAS_END
 #endif
 
-#ifndef TIDE_DEBUG
-#define TIDE_DEBUG 0
-#endif
-
-/* Debug-build assertions: internal invariants, never user errors. */
-#if TIDE_DEBUG
-#define TM_ASSERT(cond) (TM_LIKELY(cond) ? (void)0 : tm_assert_fail(#cond, __FILE__, __LINE__))
-#else
-#define TM_ASSERT(cond) ((void)0)
-#endif
-void tm_assert_fail(const char *expr, const char *file, int line) __attribute__((noreturn, cold));
+#include "tm_assert.h"
 
 /* ---- geometry ---------------------------------------------------------- */
 #define TM_PAGE_SHIFT 12

@@ -29,6 +29,7 @@ static bool tm_trim_excess_empty(tm_batch *b, size_t keep) {
     tm_segment *seg = tm_segments_empty_oldest(node);
     while (seg && tm_segments_empty_count() > keep) {
       tm_segment *prev = seg->prev;
+      TM_ASSERT(seg->free_slices == TM_DATA_SLICES_MASK || seg->purging_slices); /* on the empty list */
       if (!seg->purging_slices && !seg->busy_header) {
         if (tm_batch_full(b)) return true;
         tm_segment_forget(seg);
@@ -45,6 +46,8 @@ static bool tm_trim_excess_empty(tm_batch *b, size_t keep) {
 static void tm_trim_header(tm_batch *b, tm_segment *seg) {
   size_t first = TM_PAGE_SIZE;
   size_t end = (sizeof(tm_segment) + TM_PAGE_SIZE - 1) & ~(TM_PAGE_SIZE - 1);
+  /* every data slice free, or being purged in this same batch */
+  TM_ASSERT((seg->free_slices | seg->purging_slices) == TM_DATA_SLICES_MASK && !seg->busy_header);
   seg->busy_header = 1; /* no slice of it is handed out until done */
   tm_batch_add(b, (uintptr_t)seg + first, end - first, seg, 0, TM_REL_HEADER);
 }
@@ -70,6 +73,7 @@ static bool tm_trim_segment_slices(tm_batch *b, tm_segment *seg, const tm_trim_r
     unsigned idx = (unsigned)__builtin_ctzll(expired);
     unsigned n = (unsigned)__builtin_ctzll(~(expired >> idx));
     uint64_t run = tm_run_mask(idx, n);
+    TM_ASSERT(idx >= 1 && n >= 1 && idx + n <= TM_SLICES);
     tm_slices_take_for_purge(seg, run);
     tm_batch_add(b, (uintptr_t)seg + ((uintptr_t)idx << TM_SLICE_SHIFT), (size_t)n << TM_SLICE_SHIFT, seg, run,
                  TM_REL_SLICES);
@@ -114,6 +118,10 @@ bool tm_trim_segments(tm_batch *b, const tm_trim_req *req, tm_due *due) {
 /* Take the pages of `pages` out of s (its lock held) into b, one range per
  * run of consecutive pages, as many runs as b has room for. */
 static bool tm_trim_span_pages(tm_batch *b, tm_span *s, uint64_t pages, bool nohuge) {
+  /* wholly free pages, holding at least one block each (a page past the
+   * last block would pin nothing: see tm_span_free_pages), not out already */
+  TM_ASSERT((pages & ~tm_span_free_pages(s)) == 0 && !(pages & tm_span_pg(s)->purged));
+  TM_ASSERT(!(pages & atomic_load_explicit(&tm_span_pg(s)->back, memory_order_relaxed)));
   uint64_t taken = 0;
   bool full = false;
   tm_segment *seg = tm_segment_of_span(s);
@@ -189,6 +197,7 @@ static bool tm_trim_heap(tm_batch *b, const tm_trim_req *req, tm_due *due, tm_he
     return false;
   }
   uint32_t mine = atomic_load_explicit(&h->lock_seq, memory_order_relaxed); /* odd: ours */
+  TM_ASSERT(mine & 1u);
   bool full = false, done = false;
   if (tm_heap_state(h) != TM_HEAP_ACTIVE) { /* abandoned meanwhile (under its lock) */
     done = true;
@@ -234,6 +243,7 @@ static bool tm_trim_heap(tm_batch *b, const tm_trim_req *req, tm_due *due, tm_he
 }
 
 bool tm_trim_heaps(tm_batch *b, const tm_trim_req *req, tm_due *due, struct tm_heap **cursor) {
+  TM_ASSERT(tm_pager_turn_held()); /* the trim_* fields have one writer */
   tm_heap *h = *cursor ? *cursor : atomic_load_explicit(&tm_all_heaps, memory_order_acquire);
   for (; h; h = h->next_all) {
     if (tm_trim_heap(b, req, due, h)) {
@@ -265,6 +275,7 @@ bool tm_trim_heaps_pending(void) {
 static uint32_t tm_orphans_visit_ms;
 
 bool tm_trim_orphans(tm_batch *b, const tm_trim_req *req, tm_due *due) {
+  TM_ASSERT(tm_pager_turn_held()); /* tm_orphans_visit_ms has one writer */
   if (!req->all && (int32_t)(req->now_ms - tm_orphans_visit_ms) < (int32_t)req->delay_ms) {
     tm_due_at(due, tm_orphans_visit_ms + req->delay_ms);
     return false;
@@ -324,7 +335,9 @@ void tm_trim_done(tm_batch *b) {
       TM_STAT_ADD(span_pages_purged, r->len);
     }
     tm_span *s = r->obj;
-    atomic_fetch_or_explicit(&tm_span_pg(s)->back, r->mask, memory_order_release);
+    uint64_t was = atomic_fetch_or_explicit(&tm_span_pg(s)->back, r->mask, memory_order_release);
+    TM_ASSERT(!(was & r->mask)); /* each page taken once */
+    (void)was;
     /* one signal per span, after its last range (a span's ranges are
      * consecutive in the batch): the signal is the last touch of it */
     if (i + 1 == b->n || b->r[i + 1].obj != s) tm_span_give_back(s);

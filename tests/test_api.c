@@ -4,6 +4,7 @@
  * Linked against libtidemalloc, so malloc & co. resolve to tidemalloc. */
 #define _GNU_SOURCE
 #include <check.h>
+#include "checkrun.h"
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -1170,9 +1171,5 @@ static Suite *api_suite(void) {
 }
 
 int main(void) {
-  SRunner *sr = srunner_create(api_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+  return check_run(api_suite(), CK_FORK_GETENV);
 }

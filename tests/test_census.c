@@ -7,6 +7,7 @@
 #include "internal.h"
 
 #include <check.h>
+#include "checkrun.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,10 +133,5 @@ int main(void) {
   tcase_set_timeout(tc, 60);
   tcase_add_test(tc, t_census_matches_kernel);
   suite_add_tcase(su, tc);
-  SRunner *sr = srunner_create(su);
-  srunner_set_fork_status(sr, CK_NOFORK);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+  return check_run(su, CK_NOFORK);
 }

@@ -7,6 +7,7 @@
  * (/proc/self/exe --helper MODE) with the environment prepared. */
 #define _GNU_SOURCE
 #include <check.h>
+#include "checkrun.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -598,9 +599,5 @@ static Suite *errors_suite(void) {
 
 int main(int argc, char **argv) {
   if (argc == 3 && strcmp(argv[1], "--helper") == 0) return helper_main(argv[2]);
-  SRunner *sr = srunner_create(errors_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+  return check_run(errors_suite(), CK_FORK_GETENV);
 }

@@ -13,6 +13,7 @@
 #include "internal.h"
 
 #include <check.h>
+#include "checkrun.h"
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -194,9 +195,5 @@ int main(void) {
   tcase_add_test(tc, t_no_stranded_frees);
   tcase_add_test(tc, t_drain_race);
   suite_add_tcase(su, tc);
-  SRunner *sr = srunner_create(su);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+  return check_run(su, CK_FORK_GETENV);
 }

@@ -5,6 +5,7 @@
  * thread on node 1 does not take the slices a thread on node 0 freed. */
 #define _GNU_SOURCE
 #include <check.h>
+#include "checkrun.h"
 #include <dlfcn.h>
 #include <pthread.h>
 #include <tidemalloc.h>
@@ -117,9 +118,5 @@ int main(int argc, char **argv) {
   tcase_set_timeout(tc, 90);
   tcase_add_test(tc, t_two_nodes);
   suite_add_tcase(su, tc);
-  SRunner *sr = srunner_create(su);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+  return check_run(su, CK_FORK_GETENV);
 }

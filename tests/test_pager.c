@@ -9,6 +9,7 @@
  * seconds: they assert that it happens, not how fast. */
 #define _GNU_SOURCE
 #include <check.h>
+#include "checkrun.h"
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <stdarg.h>
@@ -656,94 +657,54 @@ static void sc_tail_race(void) {
   if (!st.pager_batches) problem("the pager never ran a batch");
 }
 
+/* Every scenario, with the environment it runs in (added to a clean one). */
+#define NO_DELAY "TIDE_PAGER_DELAY_MS=0", "TIDE_PAGER_IDLE_MS=0"
+#define LONG_DELAY "TIDE_PAGER_DELAY_MS=10000"
 static const struct {
   const char *name;
   void (*run)(void);
+  const char *env[3];
 } scenarios[] = {
-    {"tail_race", sc_tail_race},
-    {"rss_limit", sc_rss_limit},   {"no_limit", sc_no_limit},   {"cgroup_limit", sc_cgroup_limit},
-    {"psi", sc_psi},               {"no_psi", sc_no_psi},       {"pmadv", sc_pmadv},
-    {"pmadv_refused", sc_pmadv_refused}, {"mode_free", sc_mode_free},
-    {"blocked_owner", sc_blocked_owner}, {"partial_pages", sc_partial_pages}, {"purge_race", sc_purge_race},
-    {"lazy", sc_lazy},         {"rss_drop", sc_rss_drop}, {"disabled", sc_disabled}, {"loop_uring", sc_loop_uring},
-    {"loop_poll", sc_loop_poll}, {"fork", sc_fork},       {"fork_busy", sc_fork_busy},
+    /* the thread and its loop */
+    {"lazy", sc_lazy, {NULL}},
+    {"rss_drop", sc_rss_drop, {NULL}},
+    {"disabled", sc_disabled, {"TIDE_PAGER=0", NULL}},
+    {"loop_uring", sc_loop_uring, {NULL}},
+    {"loop_poll", sc_loop_poll, {NULL}},
+    {"fork", sc_fork, {NULL}},
+    {"fork_busy", sc_fork_busy, {NULL}},
+    {"blocked_owner", sc_blocked_owner, {NULL}},
+    {"partial_pages", sc_partial_pages, {NULL}},
+    {"purge_race", sc_purge_race, {NO_DELAY, NULL}},
+    {"tail_race", sc_tail_race, {NO_DELAY, NULL}},
+    /* policy and release backends */
+    {"rss_limit", sc_rss_limit, {LONG_DELAY, "TIDE_RSS_LIMIT=80M", NULL}},
+    {"no_limit", sc_no_limit, {LONG_DELAY, NULL}},
+    {"cgroup_limit", sc_cgroup_limit, {LONG_DELAY, NULL}},
+    {"psi", sc_psi, {NULL}},
+    {"no_psi", sc_no_psi, {NULL}},
+    {"pmadv", sc_pmadv, {NULL}},
+    {"pmadv_refused", sc_pmadv_refused, {NULL}},
+    {"mode_free", sc_mode_free, {"TIDE_PAGER_MODE=free", NULL}},
 };
+#define NSCENARIOS ((int)(sizeof scenarios / sizeof scenarios[0]))
 
 /* ---- the Check side ---------------------------------------------------------- */
-/* Run scenario `name` in a fresh process with `env` (NULL-terminated
- * "NAME=value" strings added to a clean environment). */
-static void run_scenario(const char *name, const char *const *env) {
+/* Run scenario _i (the loop index) in a fresh process. */
+START_TEST(t_scenario) {
+  const char *name = scenarios[_i].name;
   char text[4096];
   int status;
-  int w = run_self(self_exe, name, env, 0, text, sizeof text, &status, 60);
+  int w = run_self(self_exe, name, scenarios[_i].env, 0, text, sizeof text, &status, 60);
   ck_assert_msg(w == 0, "scenario %s hung", name);
   ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "scenario %s (status 0x%x):\n%s", name, status, text);
   if (strncmp(text, "SKIP", 4) == 0) fprintf(stderr, "%s: %s", name, text);
-}
-
-START_TEST(t_lazy) { run_scenario("lazy", NULL); }
-END_TEST
-START_TEST(t_rss_drop) { run_scenario("rss_drop", NULL); }
-END_TEST
-START_TEST(t_disabled) {
-  const char *env[] = {"TIDE_PAGER=0", NULL};
-  run_scenario("disabled", env);
-}
-END_TEST
-START_TEST(t_loop_uring) { run_scenario("loop_uring", NULL); }
-END_TEST
-START_TEST(t_loop_poll) { run_scenario("loop_poll", NULL); }
-END_TEST
-START_TEST(t_fork) { run_scenario("fork", NULL); }
-END_TEST
-START_TEST(t_fork_busy) { run_scenario("fork_busy", NULL); }
-END_TEST
-START_TEST(t_blocked_owner) { run_scenario("blocked_owner", NULL); }
-END_TEST
-START_TEST(t_partial_pages) { run_scenario("partial_pages", NULL); }
-END_TEST
-START_TEST(t_rss_limit) {
-  const char *env[] = {"TIDE_PAGER_DELAY_MS=10000", "TIDE_RSS_LIMIT=80M", NULL};
-  run_scenario("rss_limit", env);
-}
-END_TEST
-START_TEST(t_no_limit) {
-  const char *env[] = {"TIDE_PAGER_DELAY_MS=10000", NULL};
-  run_scenario("no_limit", env);
-}
-END_TEST
-START_TEST(t_cgroup_limit) {
-  const char *env[] = {"TIDE_PAGER_DELAY_MS=10000", NULL};
-  run_scenario("cgroup_limit", env);
-}
-END_TEST
-START_TEST(t_psi) { run_scenario("psi", NULL); }
-END_TEST
-START_TEST(t_no_psi) { run_scenario("no_psi", NULL); }
-END_TEST
-START_TEST(t_pmadv) { run_scenario("pmadv", NULL); }
-END_TEST
-START_TEST(t_pmadv_refused) { run_scenario("pmadv_refused", NULL); }
-END_TEST
-START_TEST(t_mode_free) {
-  const char *env[] = {"TIDE_PAGER_MODE=free", NULL};
-  run_scenario("mode_free", env);
-}
-END_TEST
-START_TEST(t_tail_race) {
-  const char *env[] = {"TIDE_PAGER_DELAY_MS=0", "TIDE_PAGER_IDLE_MS=0", NULL};
-  run_scenario("tail_race", env);
-}
-END_TEST
-START_TEST(t_purge_race) {
-  const char *env[] = {"TIDE_PAGER_DELAY_MS=0", "TIDE_PAGER_IDLE_MS=0", NULL};
-  run_scenario("purge_race", env);
 }
 END_TEST
 
 int main(int argc, char **argv) {
   if (argc == 2) {
-    for (size_t i = 0; i < sizeof scenarios / sizeof scenarios[0]; i++) {
+    for (int i = 0; i < NSCENARIOS; i++) {
       if (strcmp(argv[1], scenarios[i].name) == 0) {
         scenarios[i].run();
         return failed;
@@ -756,34 +717,9 @@ int main(int argc, char **argv) {
   if (n <= 0) return 2;
   self_exe[n] = 0;
   Suite *su = suite_create("pager");
-  TCase *tc = tcase_create("thread");
+  TCase *tc = tcase_create("scenarios");
   tcase_set_timeout(tc, 120);
-  tcase_add_test(tc, t_lazy);
-  tcase_add_test(tc, t_rss_drop);
-  tcase_add_test(tc, t_disabled);
-  tcase_add_test(tc, t_loop_uring);
-  tcase_add_test(tc, t_loop_poll);
-  tcase_add_test(tc, t_fork);
-  tcase_add_test(tc, t_fork_busy);
-  tcase_add_test(tc, t_blocked_owner);
-  tcase_add_test(tc, t_partial_pages);
-  tcase_add_test(tc, t_purge_race);
-  tcase_add_test(tc, t_tail_race);
-  TCase *tp = tcase_create("policy");
-  tcase_set_timeout(tp, 120);
-  tcase_add_test(tp, t_rss_limit);
-  tcase_add_test(tp, t_no_limit);
-  tcase_add_test(tp, t_cgroup_limit);
-  tcase_add_test(tp, t_psi);
-  tcase_add_test(tp, t_no_psi);
-  tcase_add_test(tp, t_pmadv);
-  tcase_add_test(tp, t_pmadv_refused);
-  tcase_add_test(tp, t_mode_free);
-  suite_add_tcase(su, tp);
+  tcase_add_loop_test(tc, t_scenario, 0, NSCENARIOS);
   suite_add_tcase(su, tc);
-  SRunner *sr = srunner_create(su);
-  srunner_run_all(sr, CK_NORMAL);
-  int nf = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return nf ? EXIT_FAILURE : EXIT_SUCCESS;
+  return check_run(su, CK_FORK_GETENV);
 }

@@ -11,6 +11,7 @@
 #include "pressure.h"
 
 #include <check.h>
+#include "checkrun.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -486,9 +487,5 @@ int main(void) {
   tcase_add_test(tc, t_psi_real);
   tcase_add_test(tc, t_rss);
   suite_add_tcase(su, tc);
-  SRunner *sr = srunner_create(su);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+  return check_run(su, CK_FORK_GETENV);
 }

@@ -17,6 +17,7 @@
  * Repetitions scale with TIDETEST_SCALE (default 1). */
 #define _GNU_SOURCE
 #include <check.h>
+#include "checkrun.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -1142,9 +1143,5 @@ static Suite *stress_suite(void) {
 }
 
 int main(void) {
-  SRunner *sr = srunner_create(stress_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+  return check_run(stress_suite(), CK_FORK_GETENV);
 }

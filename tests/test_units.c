@@ -5,6 +5,7 @@
 #include "internal.h"
 
 #include <check.h>
+#include "checkrun.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -274,9 +275,5 @@ int main(void) {
   tcase_add_test(tc, t_nohuge_before_page_purge);
   tcase_add_test(tc, t_no_nohuge_without_thp_always);
   suite_add_tcase(su, tc);
-  SRunner *sr = srunner_create(su);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+  return check_run(su, CK_FORK_GETENV);
 }
