@@ -84,6 +84,7 @@ typedef struct tm_trim_req {
 typedef struct tm_due {
   bool any;
   uint32_t at_ms;
+  bool busy; /* set by tm_trim_heaps: a heap took a slow path within idle_ms */
 } tm_due;
 static inline void tm_due_at(tm_due *d, uint32_t t) {
   if (!d->any || (int32_t)(t - d->at_ms) < 0) d->at_ms = t;
@@ -110,6 +111,9 @@ bool tm_trim_orphans_pending(void);
 void tm_trim_done(tm_batch *b);
 /* True (once) when a segment became empty since the last call. */
 bool tm_trim_empty_hint(void);
+/* Bytes of purged memory handed out again since the start: purged pages
+ * of live spans refaulted and purged free slices reused. */
+uint64_t tm_trim_reused_bytes(void);
 /* Is there work for a pager: does the heap span more than one segment, or
  * has a megabyte of slices been freed? */
 bool tm_trim_has_work(void);
@@ -143,6 +147,8 @@ typedef struct tm_pager_stats {
   uint64_t pressure;    /* PSI events the kernel reported */
   uint64_t tight;       /* rounds run near the RSS or cgroup limit */
   uint64_t limit;       /* the budget in force, bytes (0: none) */
+  uint64_t delay_ms;    /* the decay delay in force (TIDE_PAGER_DELAY_MS, raised while purged memory comes back) */
+  uint64_t raised;      /* times that delay was doubled */
   unsigned psi;         /* 1 while a PSI trigger is armed */
   uint64_t purged_dontneed; /* bytes given back with MADV_DONTNEED */
   uint64_t purged_free;     /* bytes given back with MADV_FREE */

@@ -31,7 +31,10 @@ int tm_policy_open(void);
 void tm_policy_after_fork(void);
 /* Collect, release and give back what req asks for, in batches of b;
  * returns the bytes the kernel took. */
-size_t tm_policy_collect(const tm_trim_req *req, tm_batch *b, tm_due *due);
+size_t tm_policy_collect(const tm_trim_req *req_in, tm_batch *b, tm_due *due);
+/* The decay delay after a window that purged `purged` bytes of which
+ * `reused` came back, from `cur`, for TIDE_PAGER_DELAY_MS `base`. */
+uint32_t tm_delay_next(uint32_t cur, uint32_t base, uint64_t purged, uint64_t reused);
 /* Before sleeping without a deadline: has anything happened since the last
  * round that the round would act on? */
 bool tm_policy_pending(void);

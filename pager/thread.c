@@ -134,7 +134,7 @@ void tm_pager_activity(void) {
 size_t tm_pager_trim_now(const tm_trim_req *req) {
   tm_release storage[32];
   tm_batch b = {0, 32, 0, storage};
-  tm_due due = {false, 0};
+  tm_due due = {false, 0, false};
   if (req->empty_only) return tm_policy_collect(req, &b, &due);
   tm_turn_take();
   size_t bytes = tm_policy_collect(req, &b, &due);
@@ -177,6 +177,8 @@ void tm_pager_get_stats(tm_pager_stats *out) {
   s.pressure = __atomic_load_n(&tm_pstat.pressure, __ATOMIC_RELAXED);
   s.tight = __atomic_load_n(&tm_pstat.tight, __ATOMIC_RELAXED);
   s.limit = __atomic_load_n(&tm_pstat.limit, __ATOMIC_RELAXED);
+  s.delay_ms = s.rounds ? __atomic_load_n(&tm_pstat.delay_ms, __ATOMIC_RELAXED) : (uint64_t)tm_pager_opt.delay_ms;
+  s.raised = __atomic_load_n(&tm_pstat.raised, __ATOMIC_RELAXED);
   s.purged_dontneed = __atomic_load_n(&tm_pstat.purged_dontneed, __ATOMIC_RELAXED);
   s.purged_free = __atomic_load_n(&tm_pstat.purged_free, __ATOMIC_RELAXED);
   s.cpu_ns = 0;

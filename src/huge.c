@@ -231,6 +231,7 @@ void *tm_huge_alloc(size_t size, size_t align, bool zero) {
   tm_huge_register(seg, block, 1);
   TM_STAT_ADD(huge_bytes, body);
   TM_STAT_ADD(huge_count, 1);
+  tm_large_activity();
   return (void *)block;
 }
 
@@ -240,6 +241,7 @@ void tm_huge_free(tm_segment *seg, tm_span *s) {
   TM_STAT_SUB(huge_count, 1);
   atomic_store_explicit(&s->kind, TM_SPAN_FREE, memory_order_relaxed);
   tm_huge_register(seg, (uintptr_t)s->start, 0);
+  tm_large_activity();
   /* a block aligned beyond 4 MiB has its header elsewhere: not cached */
   if ((uintptr_t)s->start - (uintptr_t)seg < TM_SEG_SIZE && tm_huge_cache_put(seg, map)) {
     tm_pager_activity();

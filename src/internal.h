@@ -343,6 +343,11 @@ void tm_segments_after_fork(void);
 void *tm_large_alloc(size_t size, size_t align);
 void tm_large_free(tm_span *s);
 bool tm_large_resize(tm_span *s, size_t newsize);
+/* Large and huge blocks come and go without a heap's lock, so no heap sees
+ * them: this counts them, for the pager to tell a process busy with them
+ * from an idle one (src/trim.c). */
+extern atomic_uint tm_large_ops;
+TM_INLINE void tm_large_activity(void) { atomic_fetch_add_explicit(&tm_large_ops, 1, memory_order_relaxed); }
 int tm_segments_check(void);
 
 TM_INLINE tm_segment *tm_segment_base(const void *p) {

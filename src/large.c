@@ -9,6 +9,8 @@ static size_t tm_page_round(size_t n) {
   return (n + TM_PAGE_SIZE - 1) & ~(TM_PAGE_SIZE - 1);
 }
 
+atomic_uint tm_large_ops;
+
 void *tm_large_alloc(size_t size, size_t align) {
   if (size == 0) size = 1; /* the block must start inside the run */
   if (align >= TM_SEG_SIZE) return NULL; /* only a header sits there */
@@ -35,6 +37,7 @@ void *tm_large_alloc(size_t size, size_t align) {
   tm_span_set_owner(s, NULL, false);
   atomic_store_explicit(&s->kind, TM_SPAN_LARGE, memory_order_release);
   TM_STAT_ADD(large_bytes, (size_t)n << TM_SLICE_SHIFT);
+  tm_large_activity();
   return s->start;
 }
 
@@ -43,6 +46,7 @@ void tm_large_free(tm_span *s) {
   TM_STAT_SUB(large_bytes, (size_t)s->slice_count << TM_SLICE_SHIFT);
   tm_slices_free(s);
   tm_unlock(&tm_global_lock);
+  tm_large_activity();
   tm_pager_activity();
 }
 
@@ -69,6 +73,7 @@ bool tm_large_resize(tm_span *s, size_t newsize) {
   }
   if (ok) s->large_size = want;
   tm_unlock(&tm_global_lock);
+  tm_large_activity();
   if (shrunk) tm_pager_activity();
   return ok;
 }

@@ -77,6 +77,8 @@ TM_API void tide_get_stats(struct tide_stats *out) {
   out->pager_pressure_events = ps.pressure;
   out->pager_tight_rounds = ps.tight;
   out->memory_limit = ps.limit;
+  out->pager_delay_ms = (size_t)ps.delay_ms;
+  out->pager_delay_raised = (size_t)ps.raised;
   out->numa_nodes = (int)tm_numa_nodes();
   errno = saved;
 }
@@ -185,6 +187,8 @@ TM_API void malloc_stats(void) {
       {"pressure events     = ", st.pager_pressure_events},
       {"rounds near limit   = ", st.pager_tight_rounds},
       {"memory limit        = ", st.memory_limit},
+      {"pager delay ms      = ", st.pager_delay_ms},
+      {"  times raised      = ", st.pager_delay_raised},
   };
   for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
     char storage[128];
@@ -207,7 +211,7 @@ TM_API int malloc_info(int options, FILE *fp) {
           "<malloc version=\"tidemalloc-%s\">\n"
           "<pager mode=\"%s\" loop=\"%s\" release=\"%s\" running=\"%d\" psi=\"%d\" wakeups=\"%zu\" "
           "rounds=\"%zu\" batches=\"%zu\" syscalls=\"%zu\" cpu_ns=\"%zu\" pressure=\"%zu\" "
-          "limit=\"%zu\"/>\n"
+          "limit=\"%zu\" delay_ms=\"%zu\" delay_raised=\"%zu\"/>\n"
           "<segments count=\"%zu\" cached=\"%zu\" unmapped=\"%zu\"/>\n"
           "<spans small=\"%zu\" large=\"%zu\"/>\n"
           "<huge count=\"%zu\" size=\"%zu\" cached=\"%zu\" reused=\"%zu\"/>\n"
@@ -220,7 +224,7 @@ TM_API int malloc_info(int options, FILE *fp) {
           "</malloc>\n",
           TIDEMALLOC_VERSION, st.pager_mode, st.pager_loop, st.release_backend, st.pager_running, st.pager_psi,
           st.pager_wakeups, st.pager_rounds, st.pager_batches, st.pager_syscalls, st.pager_cpu_ns,
-          st.pager_pressure_events, st.memory_limit, st.segment_count, st.cached_segments, st.segments_released,
+          st.pager_pressure_events, st.memory_limit, st.pager_delay_ms, st.pager_delay_raised, st.segment_count, st.cached_segments, st.segments_released,
           st.span_bytes, st.large_bytes, st.huge_count, st.huge_bytes, st.huge_cached_bytes, st.huge_reused,
           st.heap_count, st.resident_bytes, st.cached_bytes, st.span_used_bytes, st.span_free_bytes,
           st.free_unpurged_bytes, st.header_bytes, st.free_purged_bytes, st.purged_bytes, st.purged_dontneed_bytes,

@@ -71,6 +71,9 @@ struct tide_stats {
   size_t pager_pressure_events; /* memory pressure the kernel reported (PSI) */
   size_t pager_tight_rounds; /* rounds run near the memory limit */
   size_t memory_limit;       /* the limit in force: TIDE_RSS_LIMIT or the cgroup's (0: none) */
+  size_t pager_delay_ms;     /* the decay delay in force: TIDE_PAGER_DELAY_MS, raised while
+                                what is purged comes back (doc/design.md, "the delay") */
+  size_t pager_delay_raised; /* times that delay was doubled */
   int numa_nodes;            /* NUMA nodes segments are pooled by (1: no NUMA) */
 };
 

@@ -186,6 +186,7 @@ static bool tm_trim_heap(tm_batch *b, const tm_trim_req *req, tm_due *due, tm_he
   bool idle = req->all || (int32_t)(now - h->trim_change_ms) >= (int32_t)req->idle_ms;
   bool visit_due = (int32_t)(now - h->trim_visit_ms) >= (int32_t)req->delay_ms;
   if (!touched && !told && !req->all && (h->trim_done || (!idle && !visit_due))) {
+    if (!idle) due->busy = true;
     if (!h->trim_done) {
       tm_due_at(due, h->trim_visit_ms + req->delay_ms);
       tm_due_at(due, h->trim_change_ms + req->idle_ms);
@@ -193,6 +194,7 @@ static bool tm_trim_heap(tm_batch *b, const tm_trim_req *req, tm_due *due, tm_he
     return false;
   }
   if (!tm_heap_trylock(h)) { /* the owner is in a slow path: not idle after all */
+    due->busy = true;
     tm_due_at(due, now + 10);
     return false;
   }
@@ -209,6 +211,7 @@ static bool tm_trim_heap(tm_batch *b, const tm_trim_req *req, tm_due *due, tm_he
       h->trim_flush_asked = 0;
       idle = req->all;
     }
+    if (!idle) due->busy = true;
     if (idle || visit_due || told) {
       h->trim_visit_ms = now;
       tm_trim_walk w = {b, idle, req->nohuge, false, false};
@@ -242,8 +245,23 @@ static bool tm_trim_heap(tm_batch *b, const tm_trim_req *req, tm_due *due, tm_he
   return false;
 }
 
+/* Large and huge blocks: busy while their count moved within idle_ms. */
+static uint32_t tm_large_ops_seen, tm_large_change_ms;
+static void tm_trim_large_busy(const tm_trim_req *req, tm_due *due) {
+  unsigned ops = atomic_load_explicit(&tm_large_ops, memory_order_relaxed);
+  if (ops != tm_large_ops_seen) {
+    tm_large_ops_seen = ops;
+    tm_large_change_ms = req->now_ms;
+  }
+  if (!req->all && !tm_older(req->now_ms, tm_large_change_ms, req->idle_ms)) {
+    due->busy = true;
+    tm_due_at(due, tm_large_change_ms + req->idle_ms); /* to notice idleness */
+  }
+}
+
 bool tm_trim_heaps(tm_batch *b, const tm_trim_req *req, tm_due *due, struct tm_heap **cursor) {
   TM_ASSERT(tm_pager_turn_held()); /* the trim_* fields have one writer */
+  if (!*cursor) tm_trim_large_busy(req, due);
   tm_heap *h = *cursor ? *cursor : atomic_load_explicit(&tm_all_heaps, memory_order_acquire);
   for (; h; h = h->next_all) {
     if (tm_trim_heap(b, req, due, h)) {
@@ -269,6 +287,10 @@ bool tm_trim_heaps_pending(void) {
       return true; /* (a look by the census counts: one round tells) */
   }
   return false;
+}
+
+uint64_t tm_trim_reused_bytes(void) {
+  return (uint64_t)TM_STAT_GET(refault_bytes) + (uint64_t)TM_STAT_GET(slices_reused);
 }
 
 /* ---- orphans ---------------------------------------------------------------- */

@@ -657,6 +657,58 @@ static void sc_tail_race(void) {
   if (!st.pager_batches) problem("the pager never ran a batch");
 }
 
+/* The decay delay adapts (pager/policy.c, "the delay"). Half of 96 MiB is
+ * freed and allocated again every 250 ms: longer than the 100 ms delay, so
+ * at first every cycle's free slices are purged and faulted back in, and
+ * within the idle time (1 s here), so the program is busy throughout. The
+ * delay must rise until they stay, and later cycles reuse far less purged
+ * memory than the first ones. Once the program idles, the delay is back at
+ * 100 ms and everything goes back (RSS read from /proc). */
+static size_t reused_bytes(void) {
+  struct tide_stats st;
+  tide_get_stats(&st);
+  return st.slices_reused_bytes + st.refault_bytes;
+}
+
+static void sc_delay_adapts(void) {
+  enum { CYCLES = 12 };
+  long base = rss_kb();
+  alloc_big();
+  poke_malloc();
+  size_t reused[CYCLES + 1];
+  for (int c = 0; c < CYCLES; c++) {
+    reused[c] = reused_bytes();
+    for (int i = 1; i < NBIG; i += 2) free(big[i]);
+    poke_malloc();
+    sleep_ms(250);
+    for (int i = 1; i < NBIG; i += 2) {
+      big[i] = malloc(BIG);
+      if (!big[i]) abort();
+      memset(big[i], 0x5a, BIG);
+    }
+  }
+  reused[CYCLES] = reused_bytes();
+  struct tide_stats st;
+  tide_get_stats(&st);
+  size_t first = reused[4] - reused[0], last = reused[CYCLES] - reused[CYCLES - 4];
+  printf("purged memory reused: %zu KiB in the first 4 cycles, %zu KiB in the last 4; delay %zu ms, raised %zu times\n",
+         first >> 10, last >> 10, st.pager_delay_ms, st.pager_delay_raised);
+  if (first < (size_t)(NBIG / 2) * BIG) problem("only %zu KiB reused in the first 4 cycles: nothing to adapt to", first >> 10);
+  if (!st.pager_delay_raised || st.pager_delay_ms <= 100) problem("the delay stayed at %zu ms", st.pager_delay_ms);
+  if (last * 2 > first) problem("%zu KiB reused in the last 4 cycles against %zu KiB in the first", last >> 10, first >> 10);
+  /* the program stops with half of it freed */
+  long full = rss_kb();
+  for (int i = 1; i < NBIG; i += 2) free(big[i]);
+  poke_malloc();
+  long half_kb = (long)(NBIG / 2) * (BIG / 1024);
+  int t = wait_rss_below(full - half_kb * 8 / 10, 3000);
+  if (t < 0) problem("RSS %ld KiB 3 s after freeing %ld of %ld KiB (base %ld)", rss_kb(), half_kb, full, base);
+  int waited = 0;
+  for (; waited < 3000 && (tide_get_stats(&st), st.pager_delay_ms != 100); waited += 10) sleep_ms(10);
+  if (st.pager_delay_ms != 100) problem("the delay is %zu ms 3 s into idle, not TIDE_PAGER_DELAY_MS", st.pager_delay_ms);
+  printf("freed half back in %d ms; the delay back at 100 ms after %d ms of idle\n", t, waited);
+}
+
 /* Every scenario, with the environment it runs in (added to a clean one). */
 #define NO_DELAY "TIDE_PAGER_DELAY_MS=0", "TIDE_PAGER_IDLE_MS=0"
 #define LONG_DELAY "TIDE_PAGER_DELAY_MS=10000"
@@ -686,6 +738,7 @@ static const struct {
     {"pmadv", sc_pmadv, {NULL}},
     {"pmadv_refused", sc_pmadv_refused, {NULL}},
     {"mode_free", sc_mode_free, {"TIDE_PAGER_MODE=free", NULL}},
+    {"delay_adapts", sc_delay_adapts, {"TIDE_PAGER_IDLE_MS=1000", NULL}},
 };
 #define NSCENARIOS ((int)(sizeof scenarios / sizeof scenarios[0]))
 

@@ -3,6 +3,7 @@
  * block division, the span bitmap and its page occupancy, the registry, and
  * the segment cache bound. */
 #include "internal.h"
+#include "pager_int.h"
 
 #include <check.h>
 #include "checkrun.h"
@@ -261,6 +262,28 @@ START_TEST(t_segment_cache_bound) {
 }
 END_TEST
 
+/* The adaptive decay delay (pager/policy.c, "the delay"): doubles while half
+ * or more of what was purged came back, halves under a quarter, within
+ * [base, min(10 base, 1 s)] (never below base); a window that purged under
+ * 1 MiB changes nothing; base 0 never adapts. */
+START_TEST(t_delay_next) {
+  const uint64_t M = 1u << 20;
+  ck_assert_uint_eq(tm_delay_next(100, 100, 64 * M, 63 * M), 200);
+  ck_assert_uint_eq(tm_delay_next(100, 100, 64 * M, 32 * M), 200);
+  ck_assert_uint_eq(tm_delay_next(800, 100, 64 * M, 64 * M), 1000); /* 10 x 100, and 1 s */
+  ck_assert_uint_eq(tm_delay_next(1000, 100, 64 * M, 64 * M), 1000);
+  ck_assert_uint_eq(tm_delay_next(50, 50, 64 * M, 64 * M), 100);
+  ck_assert_uint_eq(tm_delay_next(500, 50, 64 * M, 64 * M), 500); /* 10 x 50 */
+  ck_assert_uint_eq(tm_delay_next(400, 100, 64 * M, 20 * M), 400); /* between a quarter and a half: kept */
+  ck_assert_uint_eq(tm_delay_next(400, 100, 64 * M, 15 * M), 200);
+  ck_assert_uint_eq(tm_delay_next(150, 100, 64 * M, 0), 100);    /* never below the knob */
+  ck_assert_uint_eq(tm_delay_next(400, 100, M - 1, M - 1), 400); /* too little purged to tell */
+  ck_assert_uint_eq(tm_delay_next(0, 0, 64 * M, 64 * M), 0);     /* 0: purge at once, always */
+  ck_assert_uint_eq(tm_delay_next(5000, 5000, 64 * M, 64 * M), 5000); /* above 1 s: the knob */
+  ck_assert_uint_eq(tm_delay_next(30, 100, 64 * M, 0), 100);      /* a stale value below the knob */
+}
+END_TEST
+
 int main(void) {
   Suite *su = suite_create("units");
   TCase *tc = tcase_create("units");
@@ -274,6 +297,7 @@ int main(void) {
   tcase_add_test(tc, t_segment_cache_bound);
   tcase_add_test(tc, t_nohuge_before_page_purge);
   tcase_add_test(tc, t_no_nohuge_without_thp_always);
+  tcase_add_test(tc, t_delay_next);
   suite_add_tcase(su, tc);
   return check_run(su, CK_FORK_GETENV);
 }
