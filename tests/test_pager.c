@@ -31,9 +31,10 @@
 static char self_exe[4096];
 
 /* ---- what a scenario can look at ------------------------------------------- */
-static long status_kb(const char *field) {
+/* The kB figure of `field` in a /proc file of ours (status, smaps_rollup). */
+static long proc_kb(const char *path, const char *field) {
   char buf[4096];
-  int fd = open("/proc/self/status", O_RDONLY);
+  int fd = open(path, O_RDONLY);
   if (fd < 0) return -1;
   ssize_t n = read(fd, buf, sizeof buf - 1);
   close(fd);
@@ -42,6 +43,7 @@ static long status_kb(const char *field) {
   char *p = strstr(buf, field);
   return p ? strtol(p + strlen(field) + 1, NULL, 10) : -1;
 }
+static long status_kb(const char *field) { return proc_kb("/proc/self/status", field); }
 static long rss_kb(void) { return status_kb("VmRSS"); }
 
 /* Number of this process's threads named `name`. Allocates nothing (raw
@@ -573,17 +575,7 @@ static void sc_pmadv_refused(void) {
 /* TIDE_PAGER_MODE=free: pages go back with MADV_FREE. The kernel takes them
  * only under pressure, so RSS need not fall; smaps says LazyFree instead.
  * Reused memory must still read as the program wrote it after reuse. */
-static long rollup_kb(const char *field) {
-  char buf[4096];
-  int fd = open("/proc/self/smaps_rollup", O_RDONLY);
-  if (fd < 0) return -1;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0) return -1;
-  buf[n] = 0;
-  char *p = strstr(buf, field);
-  return p ? strtol(p + strlen(field) + 1, NULL, 10) : -1;
-}
+static long rollup_kb(const char *field) { return proc_kb("/proc/self/smaps_rollup", field); }
 
 static void sc_mode_free(void) {
   struct tide_stats st;
