@@ -172,7 +172,7 @@ static tm_segment *tm_huge_map(size_t map, size_t *size, bool *dirty) {
      * fresh aligned range (mremap moves pages, it does not copy) */
     void *grown = mremap(seg, got, map, 0);
     if (grown == MAP_FAILED) {
-      void *target = tm_os_map_aligned(map, TM_SEG_SIZE);
+      void *target = tm_os_map_aligned(map, TM_SEG_SIZE, TM_MAP_CHARGED);
       grown = target ? mremap(seg, got, map, MREMAP_MAYMOVE | MREMAP_FIXED, target) : MAP_FAILED;
       if (grown == MAP_FAILED && target) tm_os_unmap(target, map);
     }
@@ -192,7 +192,7 @@ static tm_segment *tm_huge_map(size_t map, size_t *size, bool *dirty) {
     return seg;
   }
   *dirty = false;
-  seg = tm_os_map_aligned(map, TM_SEG_SIZE);
+  seg = tm_os_map_aligned(map, TM_SEG_SIZE, TM_MAP_CHARGED);
   if (seg) TM_STAT_ADD(mapped_bytes, map);
   return seg;
 }
@@ -208,7 +208,7 @@ void *tm_huge_alloc(size_t size, size_t align, bool zero) {
   bool dirty = false;
   int saved = errno;
   size_t mapped = map;
-  tm_segment *seg = align > TM_SEG_SIZE ? tm_os_map_aligned(map, align) : tm_huge_map(map, &mapped, &dirty);
+  tm_segment *seg = align > TM_SEG_SIZE ? tm_os_map_aligned(map, align, TM_MAP_CHARGED) : tm_huge_map(map, &mapped, &dirty);
   errno = saved;
   if (!seg) {
     errno = ENOMEM;
@@ -267,7 +267,7 @@ void *tm_huge_realloc(tm_segment *seg, tm_span *s, void *p, size_t newsize) {
       errno = saved;
       return NULL;
     }
-    void *target = tm_os_map_aligned(new_map, TM_SEG_SIZE);
+    void *target = tm_os_map_aligned(new_map, TM_SEG_SIZE, TM_MAP_CHARGED);
     if (!target) {
       errno = saved;
       return NULL;

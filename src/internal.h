@@ -308,8 +308,9 @@ TM_INLINE unsigned tm_size_class(size_t n) {
 size_t tm_class_size(unsigned c);
 
 /* ---- OS and registry (os.c) ---------------------------------------------- */
-void *tm_os_map(size_t size);
-void *tm_os_map_aligned(size_t size, size_t align);
+enum { TM_MAP_RESERVE = 0, TM_MAP_CHARGED = 1 }; /* segments; huge blocks (os.c) */
+void *tm_os_map(size_t size, unsigned how);
+void *tm_os_map_aligned(size_t size, size_t align, unsigned how);
 void tm_os_unmap(void *p, size_t size);
 
 TM_INLINE unsigned tm_registry_get(uintptr_t a) {

@@ -15,9 +15,20 @@ void tm_registry_set(uintptr_t region_base, unsigned value) {
                         (uint8_t)value, memory_order_relaxed);
 }
 
-void *tm_os_map(size_t size) {
+/* How a mapping counts against the kernel's overcommit accounting. A
+ * segment is a reservation the allocator owns and bounds (4 MiB each): it
+ * is mapped MAP_NORESERVE. A huge block is memory the program asked for:
+ * mapped without it, so that the kernel refuses what it could never back
+ * (under the default heuristic overcommit, one request beyond RAM + swap),
+ * as it refuses glibc's mmap: malloc(64 TiB) returns NULL with ENOMEM
+ * instead of an address that ends in the OOM killer when touched. */
+static int tm_map_flags(unsigned how) {
+  return MAP_PRIVATE | MAP_ANONYMOUS | (how == TM_MAP_RESERVE ? MAP_NORESERVE : 0);
+}
+
+void *tm_os_map(size_t size, unsigned how) {
   int saved = errno;
-  void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, tm_map_flags(how), -1, 0);
   if (p == MAP_FAILED) {
     errno = ENOMEM;
     return NULL;
@@ -31,15 +42,14 @@ void *tm_os_map(size_t size) {
 #endif
 
 /* Map exactly at `at` if that range is free; NULL or elsewhere otherwise. */
-static void *tm_os_map_at(void *at, size_t size) {
+static void *tm_os_map_at(void *at, size_t size, unsigned how) {
   int saved = errno;
-  void *p = mmap(at, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE,
-                 -1, 0);
+  void *p = mmap(at, size, PROT_READ | PROT_WRITE, tm_map_flags(how) | MAP_FIXED_NOREPLACE, -1, 0);
   errno = saved;
   return p == MAP_FAILED ? NULL : p;
 }
 
-static void *tm_os_map_aligned_slow(size_t size, size_t align);
+static void *tm_os_map_aligned_slow(size_t size, size_t align, unsigned how);
 
 /* Where the next aligned mapping will probably fit: the kernel hands out
  * address space top-down, so just below the previous one. */
@@ -47,29 +57,29 @@ static _Atomic uintptr_t tm_map_hint;
 
 /* Map `size` bytes aligned to `align` (a power of two >= page size): first at
  * the hint (one system call when it is free), else over-allocate and trim. */
-void *tm_os_map_aligned(size_t size, size_t align) {
+void *tm_os_map_aligned(size_t size, size_t align, unsigned how) {
   uintptr_t hint = atomic_load_explicit(&tm_map_hint, memory_order_relaxed);
   uint8_t *p = NULL;
   if (hint > size + align) {
     uintptr_t want = (hint - size) & ~(uintptr_t)(align - 1);
-    p = tm_os_map_at((void *)want, size);
+    p = tm_os_map_at((void *)want, size, how);
     if (p && ((uintptr_t)p & (align - 1)) != 0) {
       tm_os_unmap(p, size);
       p = NULL;
     }
   }
-  if (!p) p = tm_os_map_aligned_slow(size, align);
+  if (!p) p = tm_os_map_aligned_slow(size, align, how);
   if (p) atomic_store_explicit(&tm_map_hint, (uintptr_t)p, memory_order_relaxed);
   return p;
 }
 
-static void *tm_os_map_aligned_slow(size_t size, size_t align) {
+static void *tm_os_map_aligned_slow(size_t size, size_t align, unsigned how) {
   uint8_t *p;
   if (size + align < size) {
     errno = ENOMEM;
     return NULL;
   }
-  p = tm_os_map(size + align);
+  p = tm_os_map(size + align, how);
   if (!p) return NULL;
   uintptr_t aligned = ((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1);
   size_t head = aligned - (uintptr_t)p;

@@ -64,7 +64,7 @@ void *tm_meta_alloc(size_t size) {
   size = (size + 63) & ~(size_t)63;
   if (size > tm_meta_left) {
     size_t chunk = size > TM_SLICE_SIZE ? size : TM_SLICE_SIZE;
-    uint8_t *p = tm_os_map(chunk);
+    uint8_t *p = tm_os_map(chunk, TM_MAP_RESERVE);
     if (!p) return NULL;
     tm_meta_cur = p;
     tm_meta_left = chunk;
@@ -168,7 +168,7 @@ void tm_segment_forget(tm_segment *seg) {
 /* A fresh segment on `node`: mapped with the global lock dropped, since mmap
  * is a system call; the caller retakes it and adds the segment. */
 static tm_segment *tm_segment_map(unsigned node) {
-  tm_segment *seg = tm_os_map_aligned(TM_SEG_SIZE, TM_SEG_SIZE);
+  tm_segment *seg = tm_os_map_aligned(TM_SEG_SIZE, TM_SEG_SIZE, TM_MAP_RESERVE);
   if (!seg) return NULL;
   tm_numa_bind(seg, TM_SEG_SIZE, node); /* before any page of it is touched */
   seg->node = (uint8_t)node;

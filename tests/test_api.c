@@ -32,6 +32,7 @@ extern void *__libc_realloc(void *, size_t);
 extern void *__libc_memalign(size_t, size_t);
 
 #define MiB ((size_t)1 << 20)
+#define GiB ((size_t)1 << 30)
 #define KiB ((size_t)1 << 10)
 #define NOT_FOUND ((size_t)-1)
 
@@ -349,6 +350,57 @@ static int rlimit_child(void) {
   free(big);
   return 0;
 }
+
+/* Sizes that fit the address space but that no machine here could back:
+ * under the kernel's heuristic overcommit (the default, 0) or strict
+ * accounting (2) it refuses such a mapping, and so must we, as glibc does,
+ * on every entry point and on the huge path's realloc. With overcommit 1
+ * (always) the kernel grants anything: nothing to check. */
+static int overcommit_mode(void) {
+  FILE *f = fopen("/proc/sys/vm/overcommit_memory", "r");
+  int mode = -1;
+  if (f) {
+    if (fscanf(f, "%d", &mode) != 1) mode = -1;
+    fclose(f);
+  }
+  return mode;
+}
+
+START_TEST(t_unbackable_sizes) {
+  int mode = overcommit_mode();
+  if (mode == 1 || mode < 0) {
+    fprintf(stderr, "t_unbackable_sizes: overcommit_memory is %d, the kernel grants anything: not checked\n", mode);
+    return;
+  }
+  const size_t TiB = (size_t)1 << 40;
+  size_t big = opaque(64 * TiB);
+  EXPECT_NULL_ENOMEM(malloc(big));
+  EXPECT_NULL_ENOMEM(malloc(opaque(16 * TiB)));
+  EXPECT_NULL_ENOMEM(calloc(opaque(64 * 1024), opaque(GiB)));
+  EXPECT_NULL_ENOMEM(aligned_alloc(4096, big));
+  EXPECT_NULL_ENOMEM(aligned_alloc(opaque(64 * MiB), big)); /* the over-aligned huge path */
+  EXPECT_NULL_ENOMEM(memalign(16, big));
+  EXPECT_NULL_ENOMEM(realloc(NULL, big));
+  void *p = NULL;
+  int r = posix_memalign(&p, 4096, opaque(TiB) * 64);
+  ck_assert_msg(r == ENOMEM && p == NULL, "posix_memalign(4096, 64 TiB) returned %d, %p", r, p);
+  /* a block already there, small and huge: a refused realloc leaves it alone */
+  size_t sizes[] = {100, 16 * MiB};
+  for (size_t k = 0; k < 2; k++) {
+    unsigned char *b = malloc(sizes[k]);
+    ck_assert_ptr_nonnull(b);
+    pattern_fill(b, sizes[k], 91 + k);
+    EXPECT_NULL_ENOMEM(realloc(b, big));
+    CHECK_PATTERN(b, sizes[k], 91 + k, "block after a refused realloc to 64 TiB");
+    free(b);
+  }
+  /* what the machine can back still works: 256 MiB, every page touched */
+  unsigned char *ok = malloc(opaque(256 * MiB));
+  ck_assert_ptr_nonnull(ok);
+  memset(ok, 1, 256 * MiB);
+  free(ok);
+}
+END_TEST
 
 START_TEST(t_rlimit_as) {
   fflush(stdout);
@@ -1137,6 +1189,7 @@ static Suite *api_suite(void) {
   tc = tcase_create("impossible");
   tcase_add_test(tc, t_impossible_sizes);
   tcase_add_test(tc, t_rlimit_as);
+  tcase_add_test(tc, t_unbackable_sizes);
   tcase_set_timeout(tc, 60);
   suite_add_tcase(s, tc);
 
