@@ -1,4 +1,4 @@
-/* Introspection and control: the glibc-compatible calls (mallinfo2,
+/* Introspection and control: the glibc-compatible calls (mallinfo2, mallinfo,
  * malloc_stats, malloc_info, mallopt, malloc_trim) and tidemalloc's own
  * (tidemalloc.h). All figures describe tidemalloc's memory, span-granular. */
 #include "internal.h"
@@ -133,6 +133,26 @@ TM_API struct mallinfo2 mallinfo2(void) {
   mi.fordblks = seg_bytes > used ? seg_bytes - used : 0;
   mi.keepcost = st.cached_segments * TM_SEG_SIZE;
   return mi;
+}
+
+/* glibc's older call, with int fields: mallinfo2's figures converted to int
+ * the way glibc's own mallinfo converts them (each field assigned to its int,
+ * so a figure past 2 GiB wraps there as it does under glibc). Without it, a
+ * program calling mallinfo would read glibc's empty heap. */
+TM_API struct mallinfo mallinfo(void) {
+  struct mallinfo2 m2 = mallinfo2();
+  struct mallinfo m;
+  m.arena = (int)m2.arena;
+  m.ordblks = (int)m2.ordblks;
+  m.smblks = (int)m2.smblks;
+  m.hblks = (int)m2.hblks;
+  m.hblkhd = (int)m2.hblkhd;
+  m.usmblks = (int)m2.usmblks;
+  m.fsmblks = (int)m2.fsmblks;
+  m.uordblks = (int)m2.uordblks;
+  m.fordblks = (int)m2.fordblks;
+  m.keepcost = (int)m2.keepcost;
+  return m;
 }
 
 /* Written with write(2): usable at exit and with stdio locked. Grouped as

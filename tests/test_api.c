@@ -76,7 +76,7 @@ START_TEST(t_linkage) {
       "malloc",         "free",          "calloc",          "realloc",
       "reallocarray",   "posix_memalign", "aligned_alloc",  "memalign",
       "valloc",         "pvalloc",       "malloc_usable_size", "free_sized",
-      "free_aligned_sized", "malloc_trim", "mallopt",       "mallinfo2",
+      "free_aligned_sized", "malloc_trim", "mallopt",       "mallinfo2",       "mallinfo",
       "malloc_stats",   "malloc_info",   "__libc_malloc",   "__libc_free",
       "__libc_calloc",  "__libc_realloc", "__libc_memalign", "tide_get_stats",
       "tide_collect",   "tide_heap_check"};
@@ -834,6 +834,32 @@ END_TEST
 /* ------------------------------------------------------------------ */
 /* introspection: mallinfo2, malloc_stats, malloc_info, mallopt        */
 
+/* glibc's int mallinfo answers for tidemalloc too (glibc's own would report
+ * its empty heap): the same figures as mallinfo2, converted to int as glibc
+ * converts them. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+START_TEST(t_mallinfo_int) {
+  void *h = malloc(64 * MiB); /* a huge block: its own mapping */
+  ck_assert_ptr_nonnull(h);
+  memset(launder(h), 1, 4096);
+  void *small[64];
+  for (int i = 0; i < 64; i++) small[i] = malloc(1000);
+  struct mallinfo m = mallinfo();
+  struct mallinfo2 m2 = mallinfo2();
+  ck_assert_msg(m.hblks >= 1 && m.hblkhd >= (int)(60 * MiB), "mallinfo: hblks %d, hblkhd %d with a 64 MiB block live",
+                m.hblks, m.hblkhd);
+  ck_assert_int_eq(m.hblks, (int)m2.hblks);
+  ck_assert_int_eq(m.hblkhd, (int)m2.hblkhd);
+  ck_assert_int_eq(m.arena, (int)m2.arena);
+  ck_assert_int_eq(m.keepcost, (int)m2.keepcost);
+  ck_assert_msg(m.uordblks >= (int)(64 * 1000), "mallinfo: uordblks %d with 64 KB of small blocks live", m.uordblks);
+  for (int i = 0; i < 64; i++) free(small[i]);
+  free(h);
+}
+END_TEST
+#pragma GCC diagnostic pop
+
 START_TEST(t_mallinfo2) {
   enum { N = 40960, SZ = 256 }; /* 10 MiB of small blocks */
   void **v = malloc(N * sizeof *v);
@@ -1212,6 +1238,7 @@ static Suite *api_suite(void) {
 
   tc = tcase_create("introspection");
   tcase_add_test(tc, t_mallinfo2);
+  tcase_add_test(tc, t_mallinfo_int);
   tcase_add_test(tc, t_malloc_stats);
   tcase_add_test(tc, t_malloc_info);
   tcase_add_test(tc, t_mallopt);
