@@ -136,11 +136,12 @@ unsigned tm_loop_wait(int timeout_ms) {
   return tm_poll_wait(timeout_ms);
 }
 
-/* From any thread: wake the pager. */
+/* From any thread, inside malloc and free: wake the pager, with no
+ * cancellation point (tm_sys_write). */
 void tm_loop_wake(void) {
   uint64_t one = 1;
   int saved = errno;
-  if (tm_wake_fd >= 0 && write(tm_wake_fd, &one, sizeof one) < 0) {
+  if (tm_wake_fd >= 0 && tm_sys_write(tm_wake_fd, &one, sizeof one) < 0) {
     /* EAGAIN: the counter is already huge, the pager will wake anyway */
   }
   errno = saved;

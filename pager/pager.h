@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "tm_assert.h"
 
@@ -121,6 +122,14 @@ bool tm_trim_has_work(void);
 void tm_front_mark_pager_thread(void);
 /* The front end is far enough in its initialization to create threads. */
 bool tm_front_ready(void);
+/* I/O with no cancellation point (src/sysio.c): open, read, write, close
+ * through syscall(2), EINTR retried; the whole of a small file as a string
+ * (-1: unreadable; what does not fit in buf is left unread). */
+int tm_sys_open(const char *path, int flags);
+ssize_t tm_sys_read(int fd, void *buf, size_t n);
+ssize_t tm_sys_write(int fd, const void *buf, size_t n);
+void tm_sys_close(int fd);
+ssize_t tm_read_small(const char *path, char *buf, size_t cap);
 /* Milliseconds of CLOCK_MONOTONIC (wraps; compare differences). */
 uint32_t tm_now_ms(void);
 

@@ -15,6 +15,7 @@
  * directory (tests/test_pressure.c). */
 #include "config.h"
 
+#include "pager.h"
 #include "pressure.h"
 
 #include <errno.h>
@@ -36,34 +37,7 @@
 #define TM_PSI_WINDOW_MAX_US 10000000u
 
 /* ---- small file reading ---------------------------------------------------------- */
-static int tm_open(const char *path, int flags) {
-  int fd;
-  do fd = open(path, flags | O_CLOEXEC);
-  while (fd < 0 && errno == EINTR);
-  return fd;
-}
-
-/* The whole of a small file (sysfs values, statm) as a string; -1 when it
- * cannot be read. What does not fit in buf is left unread: the values we
- * want come first. */
-static ssize_t tm_read_small(const char *path, char *buf, size_t cap) {
-  int fd = tm_open(path, O_RDONLY);
-  if (fd < 0) return -1;
-  size_t len = 0;
-  while (len + 1 < cap) {
-    ssize_t n = read(fd, buf + len, cap - 1 - len);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      close(fd);
-      return -1;
-    }
-    if (n == 0) break;
-    len += (size_t)n;
-  }
-  close(fd);
-  buf[len] = '\0';
-  return (ssize_t)len;
-}
+/* tm_read_small and the tm_sys_* calls (src/sysio.c): no cancellation point. */
 
 typedef void (*tm_line_fn)(void *ctx, const char *line, size_t len);
 
@@ -71,14 +45,13 @@ typedef void (*tm_line_fn)(void *ctx, const char *line, size_t len);
  * /proc/self/mountinfo can be tens of KiB in a container. A line longer
  * than the buffer (overlay mounts with many layers) is dropped whole. */
 static bool tm_file_lines(const char *path, tm_line_fn fn, void *ctx) {
-  int fd = tm_open(path, O_RDONLY);
+  int fd = tm_sys_open(path, O_RDONLY);
   if (fd < 0) return false;
   char buf[TM_LINE_MAX];
   size_t have = 0;
   bool skipping = false, ok = true;
   for (;;) {
-    ssize_t n = read(fd, buf + have, sizeof buf - have);
-    if (n < 0 && errno == EINTR) continue;
+    ssize_t n = tm_sys_read(fd, buf + have, sizeof buf - have);
     if (n <= 0) {
       ok = n == 0;
       break;
@@ -100,7 +73,7 @@ static bool tm_file_lines(const char *path, tm_line_fn fn, void *ctx) {
     }
   }
   if (ok && have > 0 && !skipping) fn(ctx, buf, have); /* no newline at the end */
-  close(fd);
+  tm_sys_close(fd);
   return ok;
 }
 
@@ -176,14 +149,12 @@ static int tm_psi_try(const char *path, unsigned stall_us, unsigned window_us) {
   tm_append_u(trig, sizeof trig, &len, stall_us);
   tm_append(trig, sizeof trig, &len, " ", 1);
   tm_append_u(trig, sizeof trig, &len, window_us);
-  int fd = tm_open(path, O_RDWR | O_NONBLOCK);
+  int fd = tm_sys_open(path, O_RDWR | O_NONBLOCK);
   if (fd < 0) return -1;
-  ssize_t n;
-  do n = write(fd, trig, len + 1); /* with the NUL, as psi.rst does */
-  while (n < 0 && errno == EINTR);
+  ssize_t n = tm_sys_write(fd, trig, len + 1); /* with the NUL, as psi.rst does */
   if (n == (ssize_t)(len + 1)) return fd;
   int err = n < 0 ? errno : EIO;
-  close(fd);
+  tm_sys_close(fd);
   errno = err;
   return -1;
 }
@@ -220,7 +191,7 @@ int tm_psi_open(unsigned stall_us, unsigned window_us) {
 
 void tm_psi_close(int fd) {
   int saved = errno;
-  if (fd >= 0) close(fd); /* the trigger goes with the descriptor */
+  if (fd >= 0) tm_sys_close(fd); /* the trigger goes with the descriptor */
   errno = saved;
 }
 

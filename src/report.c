@@ -1,5 +1,6 @@
 /* Diagnostics that must work from inside the allocator: no malloc, no stdio,
- * only write(2) on stack buffers. */
+ * only the write system call (never the cancellable write(2)) on stack
+ * buffers. */
 #include "internal.h"
 
 #include <errno.h>
@@ -8,14 +9,14 @@
 #include <stdint.h>
 #include <unistd.h>
 
+/* Not write(2), a cancellation point: a thread with a cancellation pending
+ * would die in the first write of malloc_stats, or inside malloc while it
+ * reports an error (src/sysio.c). */
 void tm_write_str(int fd, const char *s) {
   size_t n = strlen(s);
   while (n > 0) {
-    ssize_t w = write(fd, s, n);
-    if (w <= 0) {
-      if (w < 0 && errno == EINTR) continue;
-      return;
-    }
+    ssize_t w = tm_sys_write(fd, s, n);
+    if (w <= 0) return;
     s += w;
     n -= (size_t)w;
   }

@@ -13,15 +13,10 @@
 TM_API const char *tide_version(void) { return TIDEMALLOC_VERSION; }
 
 /* LazyFree of /proc/self/smaps_rollup, in bytes: what was given with
- * MADV_FREE and is still resident (open/read, no stdio: no malloc). */
+ * MADV_FREE and is still resident (no stdio: no malloc; no cancellation point). */
 static size_t tm_lazyfree_bytes(void) {
   char buf[2048];
-  int fd = open("/proc/self/smaps_rollup", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0) return 0;
-  buf[n] = 0;
+  if (tm_read_small("/proc/self/smaps_rollup", buf, sizeof buf) <= 0) return 0;
   const char *p = strstr(buf, "LazyFree:");
   if (!p) return 0;
   size_t kb = 0;
@@ -155,7 +150,8 @@ TM_API struct mallinfo mallinfo(void) {
   return m;
 }
 
-/* Written with write(2): usable at exit and with stdio locked. Grouped as
+/* Written with the write system call (src/sysio.c): usable at exit, with
+ * stdio locked, and with a cancellation pending. Grouped as
  * tide_stats is: what is mapped, where the heap's bytes sit, what was given
  * back, and the pager. */
 TM_API void malloc_stats(void) {

@@ -500,6 +500,40 @@ END_TEST
 START_TEST(t_env_unknown_variable) { check_env_warning("TIDE_NOSUCH=1", "TIDE_NOSUCH"); }
 END_TEST
 
+/* glibc's tst-malloc-stats-cancellation: a thread with a cancellation
+ * pending calls malloc_stats. Output to stderr must not be a cancellation
+ * point (glibc's is not), or the thread dies in the first write and prints
+ * nothing; the same holds for the allocator's warnings and error reports,
+ * which can come from inside malloc. The thread must still be cancelled at
+ * the next real cancellation point. */
+static void *stats_with_cancel_pending(void *arg) {
+  (void)arg;
+  pthread_cancel(pthread_self()); /* deferred: pending until a cancellation point */
+  malloc_stats();
+  write(1, "after malloc_stats\n", 19); /* a cancellation point: cancelled here */
+  return NULL;
+}
+
+static void sc_stats_cancel(void *arg) {
+  (void)arg;
+  pthread_t t;
+  void *ret = NULL;
+  if (pthread_create(&t, NULL, stats_with_cancel_pending, NULL) != 0) _exit(3);
+  pthread_join(t, &ret);
+  printf("cancelled=%d\n", ret == PTHREAD_CANCELED);
+}
+
+START_TEST(t_stats_cancel_pending) {
+  struct child_result r;
+  run_child(sc_stats_cancel, NULL, &r);
+  ck_assert_msg(exited_ok(&r), "child %s; stderr:\n%s", status_str(&r), r.err);
+  ck_assert_msg(strstr(r.err, "statistics") && strstr(r.err, "memory limit"),
+                "malloc_stats with a cancellation pending printed:\n%s", r.err);
+  ck_assert_msg(strstr(r.out, "cancelled=1") && !strstr(r.out, "after malloc_stats"),
+                "the thread was not cancelled at the next cancellation point: %s", r.out);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ */
 /* helper mode (runs in the exec'd process)                            */
 
@@ -592,6 +626,7 @@ static Suite *errors_suite(void) {
   tcase_add_test(tc, t_abort_on_error_explicit);
   tcase_add_test(tc, t_env_malformed_value);
   tcase_add_test(tc, t_env_unknown_variable);
+  tcase_add_test(tc, t_stats_cancel_pending);
   tcase_set_timeout(tc, 30);
   suite_add_tcase(s, tc);
   return s;
