@@ -53,6 +53,9 @@
  * byte: 0 = not ours, 1 = a segment header sits at the region base, k >= 2 =
  * the region starts a huge block whose header is (4 MiB << (k-2)) below. */
 #define TM_REGISTRY_BITS 25
+/* In two levels (os.c): a leaf of 2^13 bytes covers 32 GiB. */
+#define TM_REG_LEAF_BITS 13
+#define TM_REG_TOP_BITS (TM_REGISTRY_BITS - TM_REG_LEAF_BITS)
 #define TM_REG_NONE 0
 #define TM_REG_SEGMENT 1
 
@@ -240,7 +243,7 @@ TM_INLINE void tm_heap_set_state(tm_heap *h, unsigned st) {
 extern tm_span tm_empty_span;
 extern tm_heap tm_heap_empty;
 extern __thread tm_heap *tm_heap_tls __attribute__((tls_model("initial-exec")));
-extern _Atomic uint8_t tm_registry[(size_t)1 << TM_REGISTRY_BITS];
+extern _Atomic uint8_t *_Atomic tm_reg_top[(size_t)1 << TM_REG_TOP_BITS];
 
 typedef struct tm_options {
   int abort_on_error;
@@ -313,10 +316,15 @@ void *tm_os_map(size_t size, unsigned how);
 void *tm_os_map_aligned(size_t size, size_t align, unsigned how);
 void tm_os_unmap(void *p, size_t size);
 
+/* Two loads and no branch: an unused top entry points to a leaf of zeroes.
+ * Acquire on the leaf pointer: a reader that sees a new leaf sees it zeroed
+ * (free on x86). */
 TM_INLINE unsigned tm_registry_get(uintptr_t a) {
-  return atomic_load_explicit(&tm_registry[(a >> TM_SEG_SHIFT) & ((1u << TM_REGISTRY_BITS) - 1)],
-                              memory_order_relaxed);
+  uintptr_t i = (a >> TM_SEG_SHIFT) & (((uintptr_t)1 << TM_REGISTRY_BITS) - 1);
+  _Atomic uint8_t *leaf = atomic_load_explicit(&tm_reg_top[i >> TM_REG_LEAF_BITS], memory_order_acquire);
+  return atomic_load_explicit(&leaf[i & (((uintptr_t)1 << TM_REG_LEAF_BITS) - 1)], memory_order_relaxed);
 }
+/* Set the byte of a region whose leaf exists (tm_os_map_aligned made it). */
 void tm_registry_set(uintptr_t region_base, unsigned value);
 /* header of the segment holding the block p starts, or NULL if not ours */
 tm_segment *tm_segment_of(const void *p);

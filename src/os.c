@@ -6,13 +6,48 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-/* 32 MiB of zero-filled .bss: only the pages covering regions we actually
- * map are ever touched, and free() can consult it before any init. */
-_Atomic uint8_t tm_registry[(size_t)1 << TM_REGISTRY_BITS];
+/* The registry, one byte per 4 MiB region, in two levels so that it costs
+ * address space in proportion to what the heap maps (a flat table was 32 MiB
+ * of .bss: VmSize 39 MB for a trivial program, and the preload refused
+ * under a tight `ulimit -v`). The top table (4096 pointers, 32 KiB of .data)
+ * starts with every entry at one leaf of zeroes, so free() can consult it
+ * before any initialization and a lookup needs no branch. A leaf (8 KiB,
+ * 32 GiB of address space) is mapped when a mapping of ours first lands in
+ * its range, before that mapping is handed out, and is never unmapped. */
+#define TM_REG_LEAF_SIZE ((size_t)1 << TM_REG_LEAF_BITS)
+static _Atomic uint8_t tm_reg_zero_leaf[TM_REG_LEAF_SIZE]; /* never written */
+_Atomic uint8_t *_Atomic tm_reg_top[(size_t)1 << TM_REG_TOP_BITS] = {
+    [0 ...((1 << TM_REG_TOP_BITS) - 1)] = tm_reg_zero_leaf};
+
+static uintptr_t tm_reg_index(uintptr_t a) {
+  return (a >> TM_SEG_SHIFT) & (((uintptr_t)1 << TM_REGISTRY_BITS) - 1);
+}
 
 void tm_registry_set(uintptr_t region_base, unsigned value) {
-  atomic_store_explicit(&tm_registry[(region_base >> TM_SEG_SHIFT) & ((1u << TM_REGISTRY_BITS) - 1)],
-                        (uint8_t)value, memory_order_relaxed);
+  uintptr_t i = tm_reg_index(region_base);
+  _Atomic uint8_t *leaf = atomic_load_explicit(&tm_reg_top[i >> TM_REG_LEAF_BITS], memory_order_relaxed);
+  TM_ASSERT(leaf != tm_reg_zero_leaf || value == TM_REG_NONE); /* tm_registry_cover ran */
+  if (leaf == tm_reg_zero_leaf) return;
+  atomic_store_explicit(&leaf[i & (TM_REG_LEAF_SIZE - 1)], (uint8_t)value, memory_order_relaxed);
+}
+
+/* Leaves for every region of [base, base + size): false when one cannot be
+ * mapped (the mapping must then not be used). Racing threads install with
+ * a CAS; the loser unmaps its leaf. */
+static bool tm_registry_cover(uintptr_t base, size_t size) {
+  uintptr_t first = tm_reg_index(base) >> TM_REG_LEAF_BITS;
+  uintptr_t last = tm_reg_index(base + size - 1) >> TM_REG_LEAF_BITS;
+  for (uintptr_t t = first;; t = (t + 1) & (((uintptr_t)1 << TM_REG_TOP_BITS) - 1)) {
+    _Atomic uint8_t *cur = atomic_load_explicit(&tm_reg_top[t], memory_order_acquire);
+    if (cur == tm_reg_zero_leaf) {
+      _Atomic uint8_t *leaf = tm_os_map(TM_REG_LEAF_SIZE, TM_MAP_RESERVE);
+      if (!leaf) return false;
+      if (!atomic_compare_exchange_strong_explicit(&tm_reg_top[t], &cur, leaf, memory_order_release,
+                                                   memory_order_acquire))
+        tm_os_unmap((void *)leaf, TM_REG_LEAF_SIZE);
+    }
+    if (t == last) return true;
+  }
 }
 
 /* How a mapping counts against the kernel's overcommit accounting. A
@@ -69,6 +104,11 @@ void *tm_os_map_aligned(size_t size, size_t align, unsigned how) {
     }
   }
   if (!p) p = tm_os_map_aligned_slow(size, align, how);
+  if (p && !tm_registry_cover((uintptr_t)p, size)) {
+    tm_os_unmap(p, size);
+    errno = ENOMEM;
+    return NULL;
+  }
   if (p) atomic_store_explicit(&tm_map_hint, (uintptr_t)p, memory_order_relaxed);
   return p;
 }
