@@ -13,7 +13,9 @@ static bool tm_is_pow2(size_t x) { return x && !(x & (x - 1)); }
 /* align: a power of two. */
 void *tm_malloc_aligned(size_t size, size_t align) {
   if (align <= TM_ALIGN) return tm_malloc(size);
-  if (size > PTRDIFF_MAX - align) {
+  /* both sides explicit: PTRDIFF_MAX - align would wrap for an alignment
+   * of 2^63 and let every size through */
+  if (align > PTRDIFF_MAX || size > PTRDIFF_MAX - align) {
     errno = ENOMEM;
     return NULL;
   }
@@ -69,7 +71,7 @@ TM_API void *aligned_alloc(size_t align, size_t size) {
 TM_API void *valloc(size_t size) { return tm_malloc_aligned(size, TM_PAGE_SIZE); }
 
 TM_API void *pvalloc(size_t size) {
-  size_t rounded = (size + TM_PAGE_SIZE - 1) & ~(TM_PAGE_SIZE - 1);
+  size_t rounded = tm_page_round(size);
   if (rounded < size) {
     errno = ENOMEM;
     return NULL;

@@ -18,10 +18,6 @@
 
 atomic_size_t tm_huge_threshold_v = (size_t)1 << 20;
 
-static size_t tm_round_page(size_t n) {
-  return (n + TM_PAGE_SIZE - 1) & ~(TM_PAGE_SIZE - 1);
-}
-
 /* Registry entries for a huge mapping: the header region, and, when the
  * block itself starts a later region (alignments above 4 MiB), that region
  * with the distance back to the header. */
@@ -199,7 +195,7 @@ static tm_segment *tm_huge_map(size_t map, size_t *size, bool *dirty) {
 
 void *tm_huge_alloc(size_t size, size_t align, bool zero) {
   size_t off = align > TM_SLICE_SIZE ? align : TM_SLICE_SIZE;
-  size_t body = tm_round_page(size ? size : 1); /* the block lies inside the mapping */
+  size_t body = tm_page_round(size ? size : 1); /* the block lies inside the mapping */
   size_t map = off + body;
   if (body < size || map < body || size > PTRDIFF_MAX) {
     errno = ENOMEM;
@@ -256,7 +252,7 @@ void tm_huge_free(tm_segment *seg, tm_span *s) {
  * falls back to malloc + copy + free. */
 void *tm_huge_realloc(tm_segment *seg, tm_span *s, void *p, size_t newsize) {
   size_t off = (uintptr_t)p - (uintptr_t)seg;
-  size_t body = tm_round_page(newsize);
+  size_t body = tm_page_round(newsize);
   if (body < newsize || off + body < body) return NULL;
   size_t old_map = seg->map_size, new_map = off + body;
   int saved = errno;

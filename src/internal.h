@@ -253,6 +253,10 @@ typedef struct tm_options {
 } tm_options;
 extern tm_options tm_opt;
 extern atomic_size_t tm_huge_threshold_v; /* blocks above this get their own mapping */
+/* n rounded up to whole pages. Within a page of SIZE_MAX it wraps to a
+ * value below n: callers that take sizes from the program compare. */
+TM_INLINE size_t tm_page_round(size_t n) { return (n + TM_PAGE_SIZE - 1) & ~(TM_PAGE_SIZE - 1); }
+
 TM_INLINE size_t tm_huge_threshold(void) {
   return atomic_load_explicit(&tm_huge_threshold_v, memory_order_relaxed); /* mallopt may change it */
 }

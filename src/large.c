@@ -5,10 +5,6 @@
 
 #include <errno.h>
 
-static size_t tm_page_round(size_t n) {
-  return (n + TM_PAGE_SIZE - 1) & ~(TM_PAGE_SIZE - 1);
-}
-
 atomic_uint tm_large_ops;
 
 void *tm_large_alloc(size_t size, size_t align) {

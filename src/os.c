@@ -93,6 +93,10 @@ static _Atomic uintptr_t tm_map_hint;
 /* Map `size` bytes aligned to `align` (a power of two >= page size): first at
  * the hint (one system call when it is free), else over-allocate and trim. */
 void *tm_os_map_aligned(size_t size, size_t align, unsigned how) {
+  if (size + align < size) { /* both paths add them: refuse before either wraps */
+    errno = ENOMEM;
+    return NULL;
+  }
   uintptr_t hint = atomic_load_explicit(&tm_map_hint, memory_order_relaxed);
   uint8_t *p = NULL;
   if (hint > size + align) {
@@ -114,12 +118,7 @@ void *tm_os_map_aligned(size_t size, size_t align, unsigned how) {
 }
 
 static void *tm_os_map_aligned_slow(size_t size, size_t align, unsigned how) {
-  uint8_t *p;
-  if (size + align < size) {
-    errno = ENOMEM;
-    return NULL;
-  }
-  p = tm_os_map(size + align, how);
+  uint8_t *p = tm_os_map(size + align, how);
   if (!p) return NULL;
   uintptr_t aligned = ((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1);
   size_t head = aligned - (uintptr_t)p;

@@ -218,6 +218,16 @@ START_TEST(t_impossible_sizes) {
   EXPECT_NULL_ENOMEM(memalign(4096, smax - 100));         /* size + alignment overflows */
   EXPECT_NULL_ENOMEM(memalign(opaque(MiB), smax - MiB / 2)); /* idem */
   EXPECT_NULL_ENOMEM(memalign(opaque((size_t)1) << 62, 16)); /* cannot be satisfied */
+  /* an alignment of 2^63: the largest memalign takes; PTRDIFF_MAX - align wraps */
+  EXPECT_NULL_ENOMEM(memalign(opaque((size_t)1) << 63, 16));
+  EXPECT_NULL_ENOMEM(memalign(opaque((size_t)1) << 63, 0));
+  EXPECT_NULL_ENOMEM(memalign(opaque((size_t)1) << 63, pmax));
+  EXPECT_NULL_ENOMEM(aligned_alloc(opaque((size_t)1) << 63, 1));
+  {
+    void *p63 = NULL;
+    int r63 = posix_memalign(&p63, opaque((size_t)1) << 63, 16);
+    ck_assert_msg(r63 == ENOMEM && p63 == NULL, "posix_memalign(2^63, 16) returned %d, %p", r63, p63);
+  }
   EXPECT_NULL_ENOMEM(aligned_alloc(16, smax));
   EXPECT_NULL_ENOMEM(aligned_alloc(4096, smax - 4095));
 

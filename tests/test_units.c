@@ -6,6 +6,7 @@
 #include "pager_int.h"
 
 #include <check.h>
+#include <errno.h>
 #include "checkrun.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -262,6 +263,23 @@ START_TEST(t_segment_cache_bound) {
 }
 END_TEST
 
+/* Sizes whose sum with the alignment wraps: refused before any mapping
+ * is tried, with ENOMEM. */
+START_TEST(t_map_aligned_wrap) {
+  size_t seg = (size_t)1 << 22;
+  size_t sizes[] = {SIZE_MAX, SIZE_MAX - seg + 1, SIZE_MAX - 4095};
+  for (int k = 0; k < 3; k++) {
+    errno = 0;
+    void *p = tm_os_map_aligned(sizes[k], seg, TM_MAP_RESERVE);
+    ck_assert_msg(p == NULL && errno == ENOMEM, "tm_os_map_aligned(%zu, 4 MiB): %p, errno %d", sizes[k], p, errno);
+  }
+  void *ok = tm_os_map_aligned(seg, seg, TM_MAP_RESERVE); /* and a real one still works */
+  ck_assert_ptr_nonnull(ok);
+  ck_assert_uint_eq((uintptr_t)ok & (seg - 1), 0);
+  tm_os_unmap(ok, seg);
+}
+END_TEST
+
 /* The adaptive decay delay (pager/policy.c, "the delay"): doubles while half
  * or more of what was purged came back, halves under a quarter, within
  * [base, min(10 base, 1 s)] (never below base); a window that purged under
@@ -298,6 +316,7 @@ int main(void) {
   tcase_add_test(tc, t_nohuge_before_page_purge);
   tcase_add_test(tc, t_no_nohuge_without_thp_always);
   tcase_add_test(tc, t_delay_next);
+  tcase_add_test(tc, t_map_aligned_wrap);
   suite_add_tcase(su, tc);
   return check_run(su, CK_FORK_GETENV);
 }
