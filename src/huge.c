@@ -225,8 +225,8 @@ void *tm_huge_alloc(size_t size, size_t align, bool zero) {
   tm_span_set_owner(s, NULL, false);
   atomic_store_explicit(&s->kind, TM_SPAN_HUGE, memory_order_release);
   tm_huge_register(seg, block, 1);
-  TM_STAT_ADD(huge_bytes, body);
-  TM_STAT_ADD(huge_count, 1);
+  tm_stat_raise(&tm_stat.huge_bytes_max, TM_STAT_ADD(huge_bytes, body) + body);
+  tm_stat_raise(&tm_stat.huge_count_max, TM_STAT_ADD(huge_count, 1) + 1);
   tm_large_activity();
   return (void *)block;
 }

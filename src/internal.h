@@ -270,6 +270,8 @@ typedef struct tm_counters {
   atomic_size_t large_bytes;
   atomic_size_t huge_bytes;
   atomic_size_t huge_count;
+  atomic_size_t huge_count_max; /* the most huge blocks live at once (glibc's max mmap regions) */
+  atomic_size_t huge_bytes_max; /* the most huge bytes live at once (max mmap bytes) */
   atomic_size_t heap_count;
   atomic_size_t segments_released;
   atomic_size_t purged_bytes;      /* given back with madvise, all kinds */
@@ -298,6 +300,12 @@ extern tm_counters tm_stat;
 
 #define TM_STAT_ADD(f, v) atomic_fetch_add_explicit(&tm_stat.f, (v), memory_order_relaxed)
 #define TM_STAT_SUB(f, v) atomic_fetch_sub_explicit(&tm_stat.f, (v), memory_order_relaxed)
+/* A high-water mark: *max = the larger of *max and v. */
+TM_INLINE void tm_stat_raise(atomic_size_t *max, size_t v) {
+  size_t cur = atomic_load_explicit(max, memory_order_relaxed);
+  while (cur < v && !atomic_compare_exchange_weak_explicit(max, &cur, v, memory_order_relaxed, memory_order_relaxed)) {
+  }
+}
 #define TM_STAT_GET(f) atomic_load_explicit(&tm_stat.f, memory_order_relaxed)
 
 /* ---- size classes (size_class.c) ----------------------------------------- */

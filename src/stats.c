@@ -33,6 +33,8 @@ TM_API void tide_get_stats(struct tide_stats *out) {
   out->segment_count = TM_STAT_GET(segment_count);
   out->cached_segments = tm_segments_empty_count();
   out->span_bytes = TM_STAT_GET(span_bytes);
+  out->huge_count_max = TM_STAT_GET(huge_count_max);
+  out->huge_bytes_max = TM_STAT_GET(huge_bytes_max);
   out->large_bytes = TM_STAT_GET(large_bytes);
   out->huge_bytes = TM_STAT_GET(huge_bytes);
   out->huge_count = TM_STAT_GET(huge_count);
@@ -211,6 +213,34 @@ TM_API void malloc_stats(void) {
     TM_LINE(line, storage);
     tm_line_add(&line, rows[i].label);
     tm_line_add_u64(&line, rows[i].value);
+    tm_line_add(&line, "\n");
+    tm_write_str(2, line.buf);
+  }
+  /* glibc's summary, in glibc's layout (programs and tests read it): one
+   * "arena", the segments; the total with the huge blocks, glibc's mmapped
+   * chunks. Figures as glibc prints them, in an unsigned int. */
+  size_t seg_bytes = st.segment_count * TM_SEG_SIZE;
+  const struct {
+    const char *label;
+    size_t value;
+  } glibc_rows[] = {
+      {"Arena 0:\nsystem bytes     = ", seg_bytes},
+      {"in use bytes     = ", st.span_bytes + st.large_bytes},
+      {"Total (incl. mmap):\nsystem bytes     = ", st.mapped_bytes},
+      {"in use bytes     = ", st.span_bytes + st.large_bytes + st.huge_bytes},
+      {"max mmap regions = ", st.huge_count_max},
+      {"max mmap bytes   = ", st.huge_bytes_max},
+  };
+  for (size_t i = 0; i < sizeof glibc_rows / sizeof glibc_rows[0]; i++) {
+    char storage[128], num[24];
+    TM_LINE(digits, num);
+    /* glibc prints these four as unsigned int, max mmap bytes as unsigned long */
+    uint64_t v = i == 5 ? (uint64_t)glibc_rows[i].value : (uint64_t)(unsigned int)glibc_rows[i].value;
+    tm_line_add_u64(&digits, v);
+    TM_LINE(line, storage);
+    tm_line_add(&line, glibc_rows[i].label);
+    for (size_t pad = digits.len; pad < 10; pad++) tm_line_add(&line, " "); /* %10u */
+    tm_line_add(&line, digits.buf);
     tm_line_add(&line, "\n");
     tm_write_str(2, line.buf);
   }

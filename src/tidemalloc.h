@@ -34,6 +34,8 @@ struct tide_stats {
   size_t large_bytes;        /* bytes of large (page-run) blocks in use */
   size_t huge_bytes;         /* bytes of huge (own mapping) blocks in use */
   size_t huge_count;         /* number of huge blocks */
+  size_t huge_count_max;     /* the most huge blocks live at once */
+  size_t huge_bytes_max;     /* the most bytes in huge blocks at once */
   size_t heap_count;         /* thread heaps ever created (live + pooled) */
   /* where the bytes of the heap sit (a census: each heap's lock is taken
    * in turn; see "resident" in tidemalloc(3)) */

@@ -938,10 +938,25 @@ static void call_malloc_stats(void) { malloc_stats(); }
 START_TEST(t_malloc_stats) {
   void *p = malloc(1000);
   ck_assert_ptr_nonnull(p);
+  void *h1 = malloc(opaque(8 * MiB)), *h2 = malloc(opaque(16 * MiB)); /* two huge blocks live at once */
+  ck_assert_ptr_nonnull(h1);
+  ck_assert_ptr_nonnull(h2);
+  free(h1);
+  free(h2);
   char *out = capture_stderr(call_malloc_stats);
   ck_assert_msg(strlen(out) > 0, "malloc_stats() wrote nothing to stderr");
   ck_assert_msg(strstr(out, "tidemalloc") != NULL,
                 "malloc_stats() output does not mention tidemalloc:\n%.400s", out);
+  /* glibc's summary lines, in glibc's layout, after our detail */
+  const char *total = strstr(out, "Total (incl. mmap):\nsystem bytes     = ");
+  ck_assert_msg(strstr(out, "Arena 0:\nsystem bytes     = ") && total,
+                "malloc_stats() lacks glibc's summary:\n%s", out);
+  const char *regions = strstr(total, "max mmap regions = ");
+  const char *bytes = strstr(total, "max mmap bytes   = ");
+  ck_assert_msg(regions && bytes, "malloc_stats() lacks glibc's max mmap lines:\n%s", out);
+  ck_assert_msg(strtoul(regions + 19, NULL, 10) >= 2, "max mmap regions: %.30s", regions);
+  ck_assert_msg(strtoul(bytes + 19, NULL, 10) >= 24 * MiB, "max mmap bytes: %.40s", bytes);
+  ck_assert_msg(regions[19 + 9] != ' ' && regions[19 + 10] == '\n', "not %%10u: %.32s", regions);
   free(out);
   free(p);
 }
