@@ -455,6 +455,15 @@ void tm_free_other(void *p, tm_span *s, const char *who) {
       tm_heap_unlock(h);
       return;
     }
+    /* The owner's free key in word 1: the block sits in its owner's cache
+     * (or was freed into its bitmap), and pushing it would overwrite the
+     * cache link. The owner's cache cannot be searched from here, but no
+     * program stores the key (the address of the owner's heap). */
+    tm_heap *owner = tm_span_owner(s);
+    if (owner && ((uint64_t *)p)[1] == tm_free_key(owner)) {
+      tm_report_invalid(who, p, "double free");
+      return;
+    }
 #if TIDE_DEBUG
     memset(p, 0xdf, s->block_size);
 #endif
