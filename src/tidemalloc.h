@@ -84,7 +84,10 @@ void tide_get_stats(struct tide_stats *out);
 
 /* On the calling thread's own heap: flush its caches, collect pending
  * cross-thread frees, retire empty spans; sweep the spans of exited threads;
- * unmap empty segments. Returns the bytes given back to the OS. */
+ * unmap empty segments. Returns the bytes its final release gave back to
+ * the OS (purged and unmapped). A segment emptied on the way may already
+ * have been released as any free would release it, and is not counted:
+ * the stats' purged_bytes and mapped_bytes see everything. */
 size_t tide_collect(void);
 
 /* Give back every free byte of the whole process now, all threads
