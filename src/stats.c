@@ -280,7 +280,13 @@ TM_API int malloc_info(int options, FILE *fp) {
 
 /* M_MMAP_THRESHOLD moves the boundary between page runs and own mappings;
  * M_TRIM_THRESHOLD/M_TOP_PAD/M_MMAP_MAX/M_ARENA_* are accepted and have no
- * equivalent here; anything else is rejected (0), as glibc does. */
+ * equivalent here; so is M_CHECK_ACTION, which glibc itself has ignored since
+ * 2.34 (tidemalloc's reaction to bad input is TIDE_ABORT_ON_ERROR), and
+ * M_MXFAST within glibc's range (0..160: fastbins; our small classes are
+ * always cached), each answered as glibc answers it. Anything else is
+ * rejected (0), as glibc does; M_PERTURB too, until it is implemented. */
+#define TM_GLIBC_MAX_FAST_SIZE (80 * (int)sizeof(size_t) / 4) /* glibc's MAX_FAST_SIZE */
+
 TM_API int mallopt(int param, int value) {
   switch (param) {
     case M_MMAP_THRESHOLD: {
@@ -296,7 +302,10 @@ TM_API int mallopt(int param, int value) {
     case M_MMAP_MAX:
     case M_ARENA_MAX:
     case M_ARENA_TEST:
+    case M_CHECK_ACTION:
       return 1;
+    case M_MXFAST:
+      return value >= 0 && value <= TM_GLIBC_MAX_FAST_SIZE;
     default:
       return 0;
   }

@@ -995,6 +995,14 @@ END_TEST
 START_TEST(t_mallopt) {
   ck_assert_int_eq(mallopt(M_MMAP_THRESHOLD, 1 << 20), 1);
   ck_assert_int_eq(mallopt(M_MMAP_THRESHOLD, 128 * 1024), 1);
+  /* answered as glibc 2.36 answers them (measured side by side) */
+  ck_assert_int_eq(mallopt(M_CHECK_ACTION, 1), 1);
+  ck_assert_int_eq(mallopt(M_CHECK_ACTION, 0), 1);
+  ck_assert_int_eq(mallopt(M_MXFAST, 0), 1);
+  ck_assert_int_eq(mallopt(M_MXFAST, 64), 1);
+  ck_assert_int_eq(mallopt(M_MXFAST, 160), 1);
+  ck_assert_int_eq(mallopt(M_MXFAST, 161), 0);
+  ck_assert_int_eq(mallopt(M_MXFAST, -1), 0);
   ck_assert_int_eq(mallopt(12345, 1), 0);
   ck_assert_int_eq(mallopt(-1000, 5), 0);
   void *p = malloc(300 * KiB);
