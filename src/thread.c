@@ -158,6 +158,11 @@ static void tm_span_reopen_cb(tm_span *s, void *arg) {
  * (fork from a signal handler that interrupted a slow path, or the pager
  * working on it). */
 static void tm_fork_child(void) {
+  /* The thread that was in tm_late_init is gone; finish its state. This
+   * handler runs only once pthread_atfork has registered it, which
+   * tm_late_init does after pthread_key_create and tm_options_load (and
+   * fork and pthread_atfork serialize on libc's atfork lock): the key and
+   * the options exist. */
   if (atomic_load(&tm_late_state) == 1) atomic_store(&tm_late_state, 2);
   if (tm_lock_is_held(&tm_global_lock))
     tm_global_reset_after_fork();
