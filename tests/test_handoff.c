@@ -15,8 +15,11 @@
 #include <check.h>
 #include "checkrun.h"
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 enum { BLOCK = 64, SHORT_BLOCKS = 96, KEEP = 20000 };
 
@@ -188,12 +191,61 @@ START_TEST(t_no_stranded_frees) {
 }
 END_TEST
 
+/* fork between a remote freer's IDLE -> BUSY and its push: the freer does
+ * not exist in the child, so BUSY would stay, and every later remote free
+ * into that span would land on thread_free with nobody told (BUSY means
+ * someone is telling the owner). The child's fork handler must reopen it:
+ * a remote free in the child then tells the owner (QUEUED). The vanished
+ * freer is simulated by setting BUSY on a span of ours before the fork. */
+static void *g_child_block;
+static void *child_remote_free(void *arg) {
+  (void)arg;
+  free(g_child_block);
+  return NULL;
+}
+
+START_TEST(t_fork_busy_notice) {
+  void *keep = malloc(BLOCK);
+  void *p = malloc(BLOCK);
+  g_child_block = malloc(BLOCK);
+  ck_assert_ptr_nonnull(keep);
+  ck_assert_ptr_nonnull(p);
+  tm_span *s = tm_span_of(tm_segment_base(p), p);
+  ck_assert_ptr_eq(tm_span_of(tm_segment_base(g_child_block), g_child_block), s);
+  ck_assert_uint_eq(tm_notice_state(s), TM_NOTICE_IDLE);
+  atomic_fetch_or(&s->thread_free, (uintptr_t)TM_NOTICE_BUSY); /* a notifier inside BUSY */
+  fflush(stdout);
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    if (tm_notice_state(s) == TM_NOTICE_BUSY) _exit(1); /* the vanished notifier's BUSY stayed */
+    pthread_t t;
+    if (pthread_create(&t, NULL, child_remote_free, NULL) != 0) _exit(3);
+    pthread_join(t, NULL);
+    _exit(tm_notice_state(s) == TM_NOTICE_QUEUED ? 0 : 2); /* the owner was told */
+  }
+  int status = 0;
+  ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+  atomic_fetch_and(&s->thread_free, ~(uintptr_t)TM_NOTICE_BUSY); /* the parent's notifier "finishes" */
+  ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                "fork child: %s (status 0x%x)",
+                WIFEXITED(status) && WEXITSTATUS(status) == 1   ? "the notice stayed BUSY"
+                : WIFEXITED(status) && WEXITSTATUS(status) == 2 ? "a remote free did not tell the owner"
+                                                                : "failed",
+                status);
+  free(p);
+  free(keep);
+  free(g_child_block);
+}
+END_TEST
+
 int main(void) {
   Suite *su = suite_create("handoff");
   TCase *tc = tcase_create("stranded");
   tcase_set_timeout(tc, 120);
   tcase_add_test(tc, t_no_stranded_frees);
   tcase_add_test(tc, t_drain_race);
+  tcase_add_test(tc, t_fork_busy_notice);
   suite_add_tcase(su, tc);
   return check_run(su, CK_FORK_GETENV);
 }
