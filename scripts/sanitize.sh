@@ -23,7 +23,7 @@ make -j2 >/dev/null # for config.h
 # both coexist, and drive tidemalloc through tm_malloc/tm_free.
 rename=""
 for f in malloc free calloc realloc reallocarray memalign posix_memalign aligned_alloc valloc pvalloc \
-  malloc_usable_size free_sized free_aligned_sized cfree malloc_trim mallopt mallinfo2 malloc_stats malloc_info; do
+  malloc_usable_size free_sized free_aligned_sized cfree malloc_trim mallopt mallinfo2 mallinfo malloc_stats malloc_info; do
   rename="$rename -D$f=tide_tsan_$f"
 done
 # shellcheck disable=SC2086

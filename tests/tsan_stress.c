@@ -4,20 +4,55 @@
  * with -fsanitize=thread: see scripts/sanitize.sh. Threads allocate, free
  * locally, hand blocks to the next thread through a mutex-protected mailbox
  * (cross-thread frees), exit and get replaced (heap abandon and adoption),
- * while the pager thread gives memory back with no delay.
+ * while the pager thread gives memory back with no delay. Every block is
+ * stamped with its size and address and checked before it is freed, by
+ * whichever thread frees it, and the heaps and segments must pass the
+ * consistency check at the end.
  * Exit status 0 and no TSan report means clean. */
 #include "internal.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 enum { THREADS = 4, ROUNDS = 3, OPS = 20000, SLOTS = 256, MAILBOX = 1024 };
 
+typedef struct {
+  void *p;
+  size_t n;
+} block;
+
 static pthread_mutex_t box_lock = PTHREAD_MUTEX_INITIALIZER;
-static void *box[MAILBOX];
+static block box[MAILBOX];
 static size_t box_n;
+static atomic_int damaged;
+
+/* Stamp: size and address in the first 16 bytes (a byte pattern below). */
+static uint64_t stamp_word(const void *p, size_t n) { return ((uint64_t)(uintptr_t)p * 0x9e3779b97f4a7c15ull) ^ n; }
+static void stamp(void *p, size_t n) {
+  if (n >= 16) {
+    uint64_t w[2] = {n, stamp_word(p, n)};
+    memcpy(p, w, sizeof w);
+  } else {
+    memset(p, (int)(n + 1), n);
+  }
+}
+static void check_and_free(block b) {
+  if (!b.p) return;
+  bool ok = true;
+  if (b.n >= 16) {
+    uint64_t w[2];
+    memcpy(w, b.p, sizeof w);
+    ok = w[0] == b.n && w[1] == stamp_word(b.p, b.n);
+  } else {
+    for (size_t i = 0; i < b.n; i++) ok = ok && ((unsigned char *)b.p)[i] == (unsigned char)(b.n + 1);
+  }
+  if (!ok && atomic_fetch_add(&damaged, 1) == 0) printf("tsan_stress: block %p of %zu bytes damaged\n", b.p, b.n);
+  tm_free(b.p);
+}
 
 static uint64_t next(uint64_t *s) {
   *s ^= *s << 13;
@@ -28,33 +63,35 @@ static uint64_t next(uint64_t *s) {
 
 static void *worker(void *arg) {
   uint64_t rng = 0x9e3779b97f4a7c15ull * ((uintptr_t)arg + 1);
-  void *slot[SLOTS] = {0};
+  block slot[SLOTS];
+  memset(slot, 0, sizeof slot);
   for (int op = 0; op < OPS; op++) {
     unsigned i = (unsigned)(next(&rng) % SLOTS);
-    if (slot[i]) {
+    if (slot[i].p) {
       if (next(&rng) % 4 == 0) {
         pthread_mutex_lock(&box_lock);
         if (box_n < MAILBOX) {
           box[box_n++] = slot[i];
-          slot[i] = NULL;
+          slot[i].p = NULL;
         }
         pthread_mutex_unlock(&box_lock);
       }
-      if (slot[i]) tm_free(slot[i]);
-      slot[i] = NULL;
+      check_and_free(slot[i]);
+      slot[i].p = NULL;
     } else {
       size_t n = next(&rng) % 100 == 0 ? (size_t)(next(&rng) % (2u << 20)) : (size_t)(next(&rng) % 3000);
-      slot[i] = tm_malloc(n);
-      if (!slot[i]) abort();
-      memset(slot[i], (int)i, n < 64 ? n : 64);
+      slot[i].p = tm_malloc(n);
+      slot[i].n = n;
+      if (!slot[i].p) abort();
+      stamp(slot[i].p, n);
     }
     if (op % 64 == 0) { /* free what other threads handed over */
       pthread_mutex_lock(&box_lock);
-      while (box_n) tm_free(box[--box_n]);
+      while (box_n) check_and_free(box[--box_n]);
       pthread_mutex_unlock(&box_lock);
     }
   }
-  for (unsigned i = 0; i < SLOTS; i++) tm_free(slot[i]);
+  for (unsigned i = 0; i < SLOTS; i++) check_and_free(slot[i]);
   return NULL;
 }
 
@@ -65,7 +102,16 @@ int main(void) {
     for (long i = 0; i < THREADS; i++) pthread_create(&t[i], NULL, worker, (void *)i);
     for (int i = 0; i < THREADS; i++) pthread_join(t[i], NULL);
   }
-  while (box_n) tm_free(box[--box_n]);
+  while (box_n) check_and_free(box[--box_n]);
+  if (atomic_load(&damaged)) {
+    printf("tsan_stress: %d blocks damaged\n", atomic_load(&damaged));
+    return 1;
+  }
+  int problems = tm_heap_check(tm_heap_tls) + tm_segments_check();
+  if (problems) {
+    printf("tsan_stress: the consistency check found %d problems\n", problems);
+    return 1;
+  }
   tm_pager_stats ps;
   tm_pager_get_stats(&ps);
   if (!ps.started || !ps.batches) {
