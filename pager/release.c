@@ -84,6 +84,10 @@ static bool tm_madvise(uintptr_t addr, size_t len) {
   return false;
 }
 
+/* Ranges that take a system call each (munmap, MADV_NOHUGEPAGE); the
+ * others are purges, batched. */
+static bool tm_rel_own_call(unsigned kind) { return kind == TM_REL_UNMAP || kind == TM_REL_NOHUGE; }
+
 /* Ranges r[from..to) (all purges), merged where they touch, to the kernel
  * in calls of up to TM_IOV_MAX ranges. Marks each range ok. */
 static void tm_release_purges(tm_release *r, unsigned from, unsigned to) {
@@ -98,7 +102,7 @@ static void tm_release_purges(tm_release *r, unsigned from, unsigned to) {
         iov[n - 1].iov_len += r[j].len; /* touches the previous range */
         continue;
       }
-      TM_ASSERT(r[j].kind != TM_REL_UNMAP && r[j].kind != TM_REL_NOHUGE);
+      TM_ASSERT(!tm_rel_own_call(r[j].kind));
       if (n == TM_IOV_MAX) break;
       iov[n].iov_base = (void *)r[j].addr;
       iov[n].iov_len = r[j].len;
@@ -142,7 +146,7 @@ size_t tm_release_run(tm_batch *b) {
   unsigned i = 0;
   while (i < b->n) {
     TM_ASSERT(b->r[i].len > 0 && ((b->r[i].addr | b->r[i].len) & 4095) == 0 && !b->r[i].ok);
-    if (b->r[i].kind == TM_REL_UNMAP || b->r[i].kind == TM_REL_NOHUGE) {
+    if (tm_rel_own_call(b->r[i].kind)) {
       TM_PSTAT_ADD(syscalls, 1);
       if (b->r[i].kind == TM_REL_UNMAP)
         b->r[i].ok = munmap((void *)b->r[i].addr, b->r[i].len) == 0;
@@ -152,7 +156,7 @@ size_t tm_release_run(tm_batch *b) {
       continue;
     }
     unsigned j = i;
-    while (j < b->n && b->r[j].kind != TM_REL_UNMAP && b->r[j].kind != TM_REL_NOHUGE) j++;
+    while (j < b->n && !tm_rel_own_call(b->r[j].kind)) j++;
     tm_release_purges(b->r, i, j);
     i = j;
   }

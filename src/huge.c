@@ -121,7 +121,7 @@ void tm_huge_after_fork(void) {
   memset(tm_huge_cache, 0, sizeof tm_huge_cache);
   tm_huge_cache_bytes = 0;
   atomic_store_explicit(&tm_stat.huge_cached_bytes, 0, memory_order_relaxed);
-  atomic_store(&tm_huge_lock.held, 0);
+  tm_unlock(&tm_huge_lock); /* its holder vanished */
 }
 
 /* The pager: entries unused for req->delay_ms (every one when `all`) go to

@@ -116,6 +116,8 @@ typedef struct tm_span {
 
 #define TM_HEAP_FULL_TAG ((uintptr_t)1)
 
+/* Spans of up to this many slices have their pages in one 64-bit mask. */
+#define TM_SPAN_MASK_SLICES 4
 /* The OS pages of a small span, bit i = page i from its first slice (a span
  * has at most 4 slices, 64 pages). Kept beside the descriptors, in the
  * segment header: only slow paths and the pager look at them. */
@@ -331,10 +333,16 @@ void tm_os_unmap(void *p, size_t size);
 /* Two loads and no branch: an unused top entry points to a leaf of zeroes.
  * Acquire on the leaf pointer: a reader that sees a new leaf sees it zeroed
  * (free on x86). */
+#define TM_REG_LEAF_SIZE ((size_t)1 << TM_REG_LEAF_BITS)
+/* The registry index of the region holding a (its top entry: index >> leaf
+ * bits, its byte in the leaf: index & leaf mask). */
+TM_INLINE uintptr_t tm_reg_index(uintptr_t a) {
+  return (a >> TM_SEG_SHIFT) & (((uintptr_t)1 << TM_REGISTRY_BITS) - 1);
+}
 TM_INLINE unsigned tm_registry_get(uintptr_t a) {
-  uintptr_t i = (a >> TM_SEG_SHIFT) & (((uintptr_t)1 << TM_REGISTRY_BITS) - 1);
+  uintptr_t i = tm_reg_index(a);
   _Atomic uint8_t *leaf = atomic_load_explicit(&tm_reg_top[i >> TM_REG_LEAF_BITS], memory_order_acquire);
-  return atomic_load_explicit(&leaf[i & (((uintptr_t)1 << TM_REG_LEAF_BITS) - 1)], memory_order_relaxed);
+  return atomic_load_explicit(&leaf[i & (TM_REG_LEAF_SIZE - 1)], memory_order_relaxed);
 }
 /* Set the byte of a region whose leaf exists (tm_os_map_aligned made it). */
 void tm_registry_set(uintptr_t region_base, unsigned value);

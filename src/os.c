@@ -14,14 +14,9 @@
  * before any initialization and a lookup needs no branch. A leaf (8 KiB,
  * 32 GiB of address space) is mapped when a mapping of ours first lands in
  * its range, before that mapping is handed out, and is never unmapped. */
-#define TM_REG_LEAF_SIZE ((size_t)1 << TM_REG_LEAF_BITS)
 static _Atomic uint8_t tm_reg_zero_leaf[TM_REG_LEAF_SIZE]; /* never written */
 _Atomic uint8_t *_Atomic tm_reg_top[(size_t)1 << TM_REG_TOP_BITS] = {
     [0 ...((1 << TM_REG_TOP_BITS) - 1)] = tm_reg_zero_leaf};
-
-static uintptr_t tm_reg_index(uintptr_t a) {
-  return (a >> TM_SEG_SHIFT) & (((uintptr_t)1 << TM_REGISTRY_BITS) - 1);
-}
 
 void tm_registry_set(uintptr_t region_base, unsigned value) {
   uintptr_t i = tm_reg_index(region_base);

@@ -72,6 +72,14 @@ static bool tm_notify_owner(tm_span *s) {
   return true;
 }
 
+/* The thread_free word after pushing b (or nothing, for NULL) with `flags`
+ * on `old`, the notice state becoming st; links b to the blocks there. */
+static uintptr_t tm_tf_pushed(uintptr_t old, tm_block *b, uintptr_t flags, unsigned st) {
+  uintptr_t head = old & ~TM_TF_FLAGS;
+  if (b) b->next = (tm_block *)head;
+  return (b ? (uintptr_t)b : head) | (old & TM_TF_BACK) | flags | st;
+}
+
 /* The notifier's last step: push b (or nothing, for NULL) on
  * s->thread_free, with `flags` (BACK); BUSY becomes QUEUED, or NEVER when
  * there was no owner to tell. The last touch of s. */
@@ -81,12 +89,9 @@ static void tm_push(tm_span *s, tm_block *b, uintptr_t flags, bool told) {
     unsigned st = tm_tf_state(old);
     /* (a fork child may have forced BUSY away: then keep what it set) */
     if (st == TM_NOTICE_BUSY) st = told ? TM_NOTICE_QUEUED : TM_NOTICE_NEVER;
-    uintptr_t head = old & ~TM_TF_FLAGS;
-    uintptr_t nw = (b ? (uintptr_t)b : head) | (old & TM_TF_BACK) | flags | st;
-    if (b) b->next = (tm_block *)head;
     /* seq_cst: one side of the pager's sleep handshake (tm_pager_activity) */
-    if (atomic_compare_exchange_weak_explicit(&s->thread_free, &old, nw, memory_order_seq_cst,
-                                              memory_order_relaxed))
+    if (atomic_compare_exchange_weak_explicit(&s->thread_free, &old, tm_tf_pushed(old, b, flags, st),
+                                              memory_order_seq_cst, memory_order_relaxed))
       return;
   }
 }
@@ -110,12 +115,9 @@ static void tm_deliver(tm_span *s, tm_block *b, uintptr_t flags) {
       if (told) tm_pager_activity(); /* an idle owner: the pager may do its work */
       return;
     }
-    uintptr_t head = old & ~TM_TF_FLAGS;
-    uintptr_t nw = (b ? (uintptr_t)b : head) | (old & TM_TF_BACK) | flags | st;
-    if (b) b->next = (tm_block *)head;
     /* seq_cst: one side of the pager's sleep handshake (tm_pager_activity) */
-    if (atomic_compare_exchange_weak_explicit(&s->thread_free, &old, nw, memory_order_seq_cst,
-                                              memory_order_relaxed)) {
+    if (atomic_compare_exchange_weak_explicit(&s->thread_free, &old, tm_tf_pushed(old, b, flags, st),
+                                              memory_order_seq_cst, memory_order_relaxed)) {
       if (st == TM_NOTICE_NEVER && !flags) tm_pager_activity(); /* an orphan: only a sweep will see it */
       return;
     }

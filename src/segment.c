@@ -220,7 +220,7 @@ static tm_span *tm_take_run(tm_segment *seg, unsigned idx, unsigned n, bool bitm
   tm_span *s = &seg->spans[idx];
   s->slice_count = (uint8_t)n;
   s->bits = NULL;
-  seg->span_pages[idx].touched = n <= 4 ? tm_slice_pages(seg, dirty, idx) : 0; /* large runs: whole */
+  seg->span_pages[idx].touched = n <= TM_SPAN_MASK_SLICES ? tm_slice_pages(seg, dirty, idx) : 0; /* large runs: whole */
   if (bitmap) {
     /* bitmaps of big spans are packed from the start of the area, so the
      * header pages a segment touches grow with what it holds */
@@ -299,7 +299,7 @@ void tm_slices_free(tm_span *s) {
   uint64_t resident = ~(uint64_t)0;
   if (tm_span_kind(s) == TM_SPAN_SMALL) resident = tm_span_pg(s)->touched & ~tm_span_pg(s)->purged;
   for (unsigned j = idx; j < idx + s->slice_count; j++)
-    seg->slice_pages[j] = s->slice_count <= 4 ? (uint16_t)(resident >> (16 * (j - idx))) : 0xffff;
+    seg->slice_pages[j] = s->slice_count <= TM_SPAN_MASK_SLICES ? (uint16_t)(resident >> (16 * (j - idx))) : 0xffff;
   seg->free_slices |= m;
   seg->dirty_slices |= m;
   atomic_fetch_add_explicit(&tm_freed_slices, s->slice_count, memory_order_relaxed);

@@ -4,9 +4,7 @@
 #include "internal.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <malloc.h>
-#include <unistd.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -152,6 +150,20 @@ TM_API struct mallinfo mallinfo(void) {
   return m;
 }
 
+/* One line of malloc_stats: label, then value right-aligned in `width`
+ * characters (0: as it comes). */
+static void tm_stats_row(const char *label, size_t value, size_t width) {
+  char storage[128], num[24];
+  TM_LINE(digits, num);
+  tm_line_add_u64(&digits, (uint64_t)value);
+  TM_LINE(line, storage);
+  tm_line_add(&line, label);
+  for (size_t pad = digits.len; pad < width; pad++) tm_line_add(&line, " ");
+  tm_line_add(&line, digits.buf);
+  tm_line_add(&line, "\n");
+  tm_write_str(2, line.buf);
+}
+
 /* Written with the write system call (src/sysio.c): usable at exit, with
  * stdio locked, and with a cancellation pending. Grouped as
  * tide_stats is: what is mapped, where the heap's bytes sit, what was given
@@ -208,42 +220,24 @@ TM_API void malloc_stats(void) {
       {"pager delay ms      = ", st.pager_delay_ms},
       {"  times raised      = ", st.pager_delay_raised},
   };
-  for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
-    char storage[128];
-    TM_LINE(line, storage);
-    tm_line_add(&line, rows[i].label);
-    tm_line_add_u64(&line, rows[i].value);
-    tm_line_add(&line, "\n");
-    tm_write_str(2, line.buf);
-  }
+  for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) tm_stats_row(rows[i].label, rows[i].value, 0);
   /* glibc's summary, in glibc's layout (programs and tests read it): one
    * "arena", the segments; the total with the huge blocks, glibc's mmapped
-   * chunks. Figures as glibc prints them, in an unsigned int. */
-  size_t seg_bytes = st.segment_count * TM_SEG_SIZE;
+   * chunks. Figures as glibc prints them: unsigned int, max mmap bytes
+   * unsigned long, in %10 fields. */
   const struct {
     const char *label;
     size_t value;
   } glibc_rows[] = {
-      {"Arena 0:\nsystem bytes     = ", seg_bytes},
-      {"in use bytes     = ", st.span_bytes + st.large_bytes},
-      {"Total (incl. mmap):\nsystem bytes     = ", st.mapped_bytes},
-      {"in use bytes     = ", st.span_bytes + st.large_bytes + st.huge_bytes},
-      {"max mmap regions = ", st.huge_count_max},
+      {"Arena 0:\nsystem bytes     = ", (unsigned int)(st.segment_count * TM_SEG_SIZE)},
+      {"in use bytes     = ", (unsigned int)(st.span_bytes + st.large_bytes)},
+      {"Total (incl. mmap):\nsystem bytes     = ", (unsigned int)st.mapped_bytes},
+      {"in use bytes     = ", (unsigned int)(st.span_bytes + st.large_bytes + st.huge_bytes)},
+      {"max mmap regions = ", (unsigned int)st.huge_count_max},
       {"max mmap bytes   = ", st.huge_bytes_max},
   };
-  for (size_t i = 0; i < sizeof glibc_rows / sizeof glibc_rows[0]; i++) {
-    char storage[128], num[24];
-    TM_LINE(digits, num);
-    /* glibc prints these four as unsigned int, max mmap bytes as unsigned long */
-    uint64_t v = i == 5 ? (uint64_t)glibc_rows[i].value : (uint64_t)(unsigned int)glibc_rows[i].value;
-    tm_line_add_u64(&digits, v);
-    TM_LINE(line, storage);
-    tm_line_add(&line, glibc_rows[i].label);
-    for (size_t pad = digits.len; pad < 10; pad++) tm_line_add(&line, " "); /* %10u */
-    tm_line_add(&line, digits.buf);
-    tm_line_add(&line, "\n");
-    tm_write_str(2, line.buf);
-  }
+  for (size_t i = 0; i < sizeof glibc_rows / sizeof glibc_rows[0]; i++)
+    tm_stats_row(glibc_rows[i].label, glibc_rows[i].value, 10);
 }
 
 TM_API int malloc_info(int options, FILE *fp) {

@@ -150,6 +150,17 @@ static void tm_span_reopen_cb(tm_span *s, void *arg) {
   tm_span_collect_word(s, tm_notice_take(s, true));
 }
 
+/* A heap that lives on in the child (its lock free): a notifier that
+ * vanished in the fork may have left a span of it BUSY, on its remote list
+ * or not: drain the list without waiting, then reopen every span that is
+ * still BUSY. */
+static void tm_heap_reopen_after_fork(tm_heap *h) {
+  tm_heap_lock(h);
+  tm_heap_drain_remote(h, true);
+  tm_heap_each_span(h, tm_span_reopen_cb, NULL);
+  tm_heap_unlock(h);
+}
+
 /* No lock is held across fork (holding ours while libc takes its stdio
  * locks is how allocators deadlock there). Instead the child, which has only
  * the forking thread, repairs: structures whose lock was held are dropped,
@@ -175,23 +186,12 @@ static void tm_fork_child(void) {
     tm_heap_set_state(me, TM_HEAP_DEAD);
     tm_heap_tls = &tm_heap_empty;
   } else if (tm_heap_state(me) == TM_HEAP_ACTIVE) {
-    /* A notifier that vanished in the fork may have left a span of ours
-     * BUSY, on our remote list or not: drain the list without waiting,
-     * then reopen every span that is still BUSY. */
-    tm_heap_lock(me);
-    tm_heap_drain_remote(me, true);
-    tm_heap_each_span(me, tm_span_reopen_cb, NULL);
-    tm_heap_unlock(me);
+    tm_heap_reopen_after_fork(me);
   }
   /* the shared heap has no thread to vanish with, but a notifier may have
    * left one of its spans BUSY too */
   tm_heap *shared = tm_heap_shared_get();
-  if (shared && tm_heap_state(shared) == TM_HEAP_ACTIVE && !tm_heap_locked(shared)) {
-    tm_heap_lock(shared);
-    tm_heap_drain_remote(shared, true);
-    tm_heap_each_span(shared, tm_span_reopen_cb, NULL);
-    tm_heap_unlock(shared);
-  }
+  if (shared && tm_heap_state(shared) == TM_HEAP_ACTIVE && !tm_heap_locked(shared)) tm_heap_reopen_after_fork(shared);
   for (tm_heap *h = atomic_load(&tm_all_heaps); h; h = h->next_all) {
     if (h == tm_heap_tls || tm_heap_state(h) != TM_HEAP_ACTIVE || tm_heap_is_shared(h)) continue;
     if (tm_heap_locked(h))

@@ -45,7 +45,7 @@ static bool tm_trim_excess_empty(tm_batch *b, size_t keep) {
  * bitmaps): nothing in them is needed until a slice is used again. */
 static void tm_trim_header(tm_batch *b, tm_segment *seg) {
   size_t first = TM_PAGE_SIZE;
-  size_t end = (sizeof(tm_segment) + TM_PAGE_SIZE - 1) & ~(TM_PAGE_SIZE - 1);
+  size_t end = tm_page_round(sizeof(tm_segment));
   /* every data slice free, or being purged in this same batch */
   TM_ASSERT((seg->free_slices | seg->purging_slices) == TM_DATA_SLICES_MASK && !seg->busy_header);
   seg->busy_header = 1; /* no slice of it is handed out until done */
@@ -183,8 +183,8 @@ static bool tm_trim_heap(tm_batch *b, const tm_trim_req *req, tm_due *due, tm_he
    * census): look under it whether the owner did anything. */
   bool touched = atomic_load_explicit(&h->lock_seq, memory_order_seq_cst) != h->trim_seq;
   bool told = atomic_load_explicit(&h->remote_spans, memory_order_seq_cst) != NULL;
-  bool idle = req->all || (int32_t)(now - h->trim_change_ms) >= (int32_t)req->idle_ms;
-  bool visit_due = (int32_t)(now - h->trim_visit_ms) >= (int32_t)req->delay_ms;
+  bool idle = req->all || tm_older(now, h->trim_change_ms, req->idle_ms);
+  bool visit_due = tm_older(now, h->trim_visit_ms, req->delay_ms);
   if (!touched && !told && !req->all && (h->trim_done || (!idle && !visit_due))) {
     if (!idle) due->busy = true;
     if (!h->trim_done) {
@@ -234,7 +234,7 @@ static bool tm_trim_heap(tm_batch *b, const tm_trim_req *req, tm_due *due, tm_he
       done = idle && !full;
     }
   }
-  atomic_store_explicit(&h->lock_seq, mine + 1, memory_order_release); /* unlock: not activity */
+  tm_heap_unlock_quiet(h); /* not activity, and no wakeup: we are the pager */
   h->trim_seq = mine + 1;
   if (full) return true;
   h->trim_done = done;
@@ -298,7 +298,7 @@ static uint32_t tm_orphans_visit_ms;
 
 bool tm_trim_orphans(tm_batch *b, const tm_trim_req *req, tm_due *due) {
   TM_ASSERT(tm_pager_turn_held()); /* tm_orphans_visit_ms has one writer */
-  if (!req->all && (int32_t)(req->now_ms - tm_orphans_visit_ms) < (int32_t)req->delay_ms) {
+  if (!req->all && !tm_older(req->now_ms, tm_orphans_visit_ms, req->delay_ms)) {
     tm_due_at(due, tm_orphans_visit_ms + req->delay_ms);
     return false;
   }
