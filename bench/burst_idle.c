@@ -170,14 +170,7 @@ int main(int argc, char **argv)
 	memset(blk, 0, nblocks * sizeof(*blk));
 	order = wl_map(PROG, nblocks * sizeof(*order));
 	uint64_t rng = wl_seed(seed, UINT64_C(1) << 32);
-	for (uint64_t i = 0; i < nblocks; i++)
-		order[i] = (uint32_t)i;
-	for (uint64_t i = nblocks - 1; i > 0; i--) {
-		uint64_t j = wl_below(&rng, i + 1);
-		uint32_t tmp = order[i];
-		order[i] = order[j];
-		order[j] = tmp;
-	}
+	wl_permutation(&rng, order, nblocks);
 
 	pthread_barrier_init(&barrier, NULL, nthreads + 1);
 	for (unsigned t = 0; t < nthreads; t++) {

@@ -336,12 +336,7 @@ report() {
 		echo "- $w: \`${sw_cmd[$w]}\`"
 	done
 	echo
-	if ((${#failures[@]} > 0)); then
-		echo "### Failed runs"
-		echo
-		for v in "${failures[@]}"; do echo "- $v"; done
-		echo
-	fi
+	sw_failures_md "Failed runs" "${failures[@]}"
 }
 
 report >"$sw_out/table.md"

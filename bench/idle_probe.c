@@ -135,16 +135,7 @@ int main(int argc, char **argv)
 	order = wl_map(PROG, nblocks * sizeof(*order));
 	for (unsigned t = 0; t < nthreads; t++) {
 		uint64_t rng = wl_seed(seed, (UINT64_C(1) << 32) + t);
-		uint32_t *o = order + workers[t].first;
-		uint64_t n = workers[t].count;
-		for (uint64_t i = 0; i < n; i++)
-			o[i] = (uint32_t)i;
-		for (uint64_t i = n - 1; n > 1 && i > 0; i--) {
-			uint64_t j = wl_below(&rng, i + 1);
-			uint32_t tmp = o[i];
-			o[i] = o[j];
-			o[j] = tmp;
-		}
+		wl_permutation(&rng, order + workers[t].first, workers[t].count);
 	}
 
 	pthread_barrier_init(&barrier, NULL, nthreads + 1);

@@ -354,12 +354,7 @@ report() {
 		fi
 		echo
 	fi
-	if ((${#failures[@]} > 0)); then
-		echo "### Failures"
-		echo
-		for v in "${failures[@]}"; do echo "- $v"; done
-		echo
-	fi
+	sw_failures_md "Failures" "${failures[@]}"
 }
 
 report >"$sw_out/table.md"

@@ -277,6 +277,19 @@ sw_mib() {
 	awk -v v="$1" 'BEGIN { if (v == "NA" || v == "") print "n/a"; else printf "%.1f\n", v / 1048576 }'
 }
 
+# A report's list of what failed: sw_failures_md TITLE ITEM...; nothing
+# when there is no item.
+sw_failures_md() {
+	local title=$1
+	shift
+	(($# > 0)) || return 0
+	echo "### $title"
+	echo
+	local v
+	for v in "$@"; do echo "- $v"; done
+	echo
+}
+
 # sw_machine: one line about the machine.
 sw_machine() {
 	local cpu mem glibc deb

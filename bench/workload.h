@@ -61,6 +61,19 @@ static inline size_t wl_range(uint64_t *s, size_t lo, size_t hi)
 	return lo + (size_t)wl_below(s, (uint64_t)(hi - lo) + 1);
 }
 
+/* o[0..n) = a random permutation of 0..n-1 (Fisher-Yates, from the top). */
+static inline void wl_permutation(uint64_t *s, uint32_t *o, uint64_t n)
+{
+	for (uint64_t i = 0; i < n; i++)
+		o[i] = (uint32_t)i;
+	for (uint64_t i = n - 1; n > 1 && i > 0; i--) {
+		uint64_t j = wl_below(s, i + 1);
+		uint32_t tmp = o[i];
+		o[i] = o[j];
+		o[j] = tmp;
+	}
+}
+
 /* Independent stream number `stream' derived from the user's seed. */
 static inline uint64_t wl_seed(uint64_t seed, uint64_t stream)
 {
