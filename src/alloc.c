@@ -38,7 +38,9 @@ TM_INLINE void *tm_malloc_class(unsigned c) {
   tm_cache *k = &h->cache[c];
   void **top = k->head;
   if (TM_LIKELY(top != NULL)) {
-    k->head = top[0];
+    void *next = tm_link_get(top);
+    if (TM_UNLIKELY(tm_link_bad(next))) return tm_cache_corrupt(h, c, top);
+    k->head = next;
     tm_cache_set_n(k, tm_cache_n(k) - 1);
     top[1] = NULL; /* no longer marked free (see tm_free_key) */
 #if TIDE_DEBUG
@@ -73,15 +75,15 @@ TM_INLINE void tm_free_inline(void *p) {
   uint64_t idx = tm_span_index(s, p);
   if (TM_UNLIKELY(idx >= s->capacity)) return tm_free_local_bad(p, s);
   uint64_t *word = p;
-  if (TM_UNLIKELY(word[1] == tm_free_key(h))) return tm_free_suspect(h, s, p); /* freed twice? */
+  if (TM_UNLIKELY(word[1] == tm_free_key())) return tm_free_suspect(h, s, p); /* freed twice? */
 #if TIDE_DEBUG
   if (tm_block_is_free(h, s, p)) return tm_report_invalid("free", p, "double free");
   memset(p, 0xdf, s->block_size);
 #endif
-  word[1] = tm_free_key(h);
+  word[1] = tm_free_key();
   tm_cache *k = &h->cache[s->size_class];
   if (TM_UNLIKELY(tm_cache_n(k) >= k->cap)) return tm_free_cache_full(h, p);
-  ((void **)p)[0] = k->head;
+  tm_link_set(p, k->head);
   k->head = p;
   tm_cache_set_n(k, tm_cache_n(k) + 1);
 }

@@ -169,16 +169,20 @@ static void tm_cache_release(tm_heap *h, void *p) {
 static void tm_cache_flush(tm_heap *h, unsigned c, unsigned keep) {
   tm_cache *k = &h->cache[c];
   if (tm_cache_n(k) <= keep && keep) return;
-  void **link = &k->head;
   unsigned kept = 0;
-  while (*link && kept < keep) {
-    link = (void **)*link;
+  void *last = NULL; /* the last block kept; its link is cut */
+  void *rest = k->head;
+  while (rest && !tm_link_bad(rest) && kept < keep) {
+    last = rest;
+    rest = tm_link_get(rest);
     kept++;
   }
-  void *rest = *link;
-  *link = NULL;
-  for (unsigned i = 0; rest && i <= TM_CACHE_MAX; i++) {
-    void *next = *(void **)rest;
+  if (last)
+    tm_link_set(last, NULL);
+  else
+    k->head = NULL;
+  for (unsigned i = 0; rest && !tm_link_bad(rest) && i <= TM_CACHE_MAX; i++) {
+    void *next = tm_link_get(rest);
     tm_cache_release(h, rest);
     rest = next;
   }
@@ -218,7 +222,7 @@ static bool tm_block_is_free_locked(tm_heap *h, tm_span *s, void *p) {
   uint64_t idx = tm_span_index(s, p);
   if (tm_span_bits(s)[idx >> 6] & ((uint64_t)1 << (idx & 63))) return true;
   void *b = h->cache[s->size_class].head;
-  for (unsigned i = 0; b && i <= TM_CACHE_MAX; i++, b = *(void **)b)
+  for (unsigned i = 0; b && !tm_link_bad(b) && i <= TM_CACHE_MAX; i++, b = tm_link_get(b))
     if (b == p) return true;
   return false;
 }
@@ -231,7 +235,7 @@ bool tm_block_is_free(tm_heap *h, tm_span *s, void *p) {
 }
 
 static void tm_cache_push(tm_cache *k, void *p) {
-  *(void **)p = k->head;
+  tm_link_set(p, k->head);
   k->head = p;
   tm_cache_set_n(k, tm_cache_n(k) + 1);
 }
@@ -247,10 +251,26 @@ void tm_free_cache_full(tm_heap *h, void *p) {
   tm_cache_push(&h->cache[c], p);
 }
 
+/* malloc() found a cache link that decodes to no block: something wrote
+ * into a free block (an overflow from its neighbour, a use after free).
+ * Reported with the block; if the program goes on (TIDE_ABORT_ON_ERROR=0),
+ * the class's cached blocks are abandoned, not trusted. */
+void *tm_cache_corrupt(tm_heap *h, unsigned c, void *top) {
+  tm_report_invalid("malloc", top, "corrupted free block (overwritten after free) at");
+  tm_cache *k = &h->cache[c];
+  k->head = NULL;
+  tm_cache_set_n(k, 0);
+  return tm_alloc_slow(h, c);
+}
+
 /* free() found the free key in p: report a double free, or, if the program
  * just happened to store that value, free the block normally. */
 void tm_free_suspect(tm_heap *h, tm_span *s, void *p) {
-  if (tm_block_is_free(h, s, p)) {
+  tm_heap_lock(h);
+  tm_span_collect(s); /* p may sit on thread_free, freed by another thread */
+  bool twice = tm_block_is_free_locked(h, s, p);
+  tm_heap_unlock(h);
+  if (twice) {
     tm_report_invalid("free", p, "double free");
     return;
   }
@@ -449,24 +469,24 @@ void tm_free_other(void *p, tm_span *s, const char *who) {
        * let it move back to the partial queue */
       tm_heap_lock(h);
       if (tm_span_free_block(s, p, idx)) {
-        ((uint64_t *)p)[1] = tm_free_key(h); /* so that a second free is caught at once */
+        ((uint64_t *)p)[1] = tm_free_key(); /* so that a second free is caught at once */
         if (s->queue != TM_Q_CURRENT) tm_heap_reconsider(h, s, false);
       }
       tm_heap_unlock(h);
       return;
     }
-    /* The owner's free key in word 1: the block sits in its owner's cache
-     * (or was freed into its bitmap), and pushing it would overwrite the
-     * cache link. The owner's cache cannot be searched from here, but no
-     * program stores the key (the address of the owner's heap). */
-    tm_heap *owner = tm_span_owner(s);
-    if (owner && ((uint64_t *)p)[1] == tm_free_key(owner)) {
+    /* The free key in word 1: the block sits in its owner's cache, on the
+     * span's thread_free list, or in its bitmap, and pushing it would
+     * overwrite a link. The owner's cache cannot be searched from here, but
+     * no program stores the key (random per process). */
+    if (((uint64_t *)p)[1] == tm_free_key()) {
       tm_report_invalid(who, p, "double free");
       return;
     }
 #if TIDE_DEBUG
     memset(p, 0xdf, s->block_size);
 #endif
+    ((uint64_t *)p)[1] = tm_free_key(); /* a second free, from any thread, is caught above */
     tm_remote_free(s, p);
   } else if (kind == TM_SPAN_LARGE && p == s->start) {
     tm_large_free(s);
@@ -557,8 +577,8 @@ int tm_heap_check_locked(tm_heap *h) {
     tm_cache *k = &h->cache[c];
     if (tm_cache_n(k) > k->cap || k->cap > TM_CACHE_MAX) problems += tm_check_problem("cache count out of range", k);
     unsigned len = 0;
-    for (void *b = k->head; b && len <= TM_CACHE_MAX; b = *(void **)b, len++) {
-      tm_segment *seg = tm_segment_of(b);
+    for (void *b = k->head; b && len <= TM_CACHE_MAX; b = tm_link_get(b), len++) {
+      tm_segment *seg = tm_link_bad(b) ? NULL : tm_segment_of(b);
       tm_span *s = seg ? tm_span_of(seg, b) : NULL;
       uint32_t idx;
       if (!s || tm_span_kind(s) != TM_SPAN_SMALL || s->size_class != c || !tm_span_block_index(s, b, &idx) ||

@@ -472,14 +472,39 @@ void tm_free_suspect(tm_heap *h, tm_span *s, void *p);
 void tm_free_local_bad(void *p, tm_span *s);
 bool tm_block_is_free(tm_heap *h, tm_span *s, void *p);
 
-/* The owner's free writes this into word 1 of the block (as glibc's tcache
- * does with its key), allocation clears it. Finding it already there on
- * free means a probable double free, confirmed on a slow path: the block is
- * in the cache or its bitmap bit is set. Data that happens to equal the key
- * only costs that check. */
-TM_INLINE uint64_t tm_free_key(const tm_heap *h) {
-  return (uint64_t)(uintptr_t)h; /* an address of our metadata: no program stores it */
+/* Per-process secrets, drawn from the kernel's AT_RANDOM bytes in tm_init
+ * (thread.c) before the first block is handed out, and never changed (a
+ * fork child keeps them). */
+extern uint64_t tm_free_key_v;
+extern uintptr_t tm_link_key;
+
+/* Every free writes this into word 1 of the block (as glibc's tcache does
+ * with its key), allocation clears it. Finding it already there on free
+ * means a probable double free, confirmed on a slow path: the block is in
+ * the cache or its bitmap bit is set. Random per process, so no program
+ * stores it by design and none can forge it; data that equals it by chance
+ * (2^-64) only costs that check. */
+TM_INLINE uint64_t tm_free_key(void) { return tm_free_key_v; }
+
+/* Cache links are stored encoded, as glibc's safe-linking does, with a
+ * random key besides: word 0 of a cached block holds next ^ (its own address
+ * >> 12) ^ tm_link_key. An overflow or use-after-free that writes a plain
+ * pointer there decodes to a misaligned address, which the pop catches
+ * (tm_cache_corrupt), instead of handing out memory the program chose. */
+#ifndef TIDE_SAFE_LINKS
+#define TIDE_SAFE_LINKS 1 /* 0 only to measure what it costs */
+#endif
+/* The low 4 bits of the mask are always set: a stored link always has them
+ * set, so any 16-aligned value written over it (a plain pointer, zeroes)
+ * decodes misaligned and is caught every time, not 15 times in 16. */
+TM_INLINE uintptr_t tm_link_mask(const void *b) {
+  return TIDE_SAFE_LINKS ? (((uintptr_t)b >> 12) ^ tm_link_key) | (TM_ALIGN - 1) : 0;
 }
+TM_INLINE void *tm_link_get(const void *b) { return (void *)(*(const uintptr_t *)b ^ tm_link_mask(b)); }
+TM_INLINE void tm_link_set(void *b, const void *next) { *(uintptr_t *)b = (uintptr_t)next ^ tm_link_mask(b); }
+/* A decoded link that cannot be a block (every block is 16-byte aligned). */
+TM_INLINE bool tm_link_bad(const void *next) { return TIDE_SAFE_LINKS && ((uintptr_t)next & (TM_ALIGN - 1)) != 0; }
+void *tm_cache_corrupt(tm_heap *h, unsigned c, void *top);
 void tm_free_other(void *p, tm_span *s, const char *who);
 void tm_free_slow(void *p, const char *who);
 void tm_heap_collect_all(tm_heap *h);

@@ -7,6 +7,7 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <string.h>
+#include <sys/auxv.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -209,10 +210,35 @@ bool tm_front_ready(void) { return atomic_load_explicit(&tm_late_state, memory_o
 
 static atomic_int tm_init_state;
 
+uint64_t tm_free_key_v;
+uintptr_t tm_link_key;
+
+/* splitmix64's finalizer: spreads the bits of x over the whole word. */
+static uint64_t tm_mix(uint64_t x) {
+  x ^= x >> 30;
+  x *= 0xbf58476d1ce4e5b9ULL;
+  x ^= x >> 27;
+  x *= 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+/* The per-process secrets. AT_RANDOM is 16 bytes the kernel put on the
+ * stack at exec (what glibc seeds its stack protector and pointer guard
+ * from): no system call, no file, available before libc is up. */
+static void tm_secrets_init(void) {
+  uint64_t r[2] = {0, 0};
+  const void *at = (const void *)getauxval(AT_RANDOM);
+  if (at) memcpy(r, at, sizeof r);
+  uint64_t salt = (uint64_t)(uintptr_t)&tm_init_state; /* ASLR, if AT_RANDOM is missing */
+  tm_free_key_v = tm_mix(r[0] ^ salt) | 1; /* never 0: fresh blocks hold 0 in word 1 */
+  tm_link_key = (uintptr_t)tm_mix(r[1] ^ ~salt);
+}
+
 void tm_init(void) {
   if (TM_LIKELY(atomic_load_explicit(&tm_init_state, memory_order_acquire) == 2)) return;
   int expect = 0;
   if (atomic_compare_exchange_strong(&tm_init_state, &expect, 1)) {
+    tm_secrets_init();
     tm_options_load(); /* no-op if libc has not set up environ yet */
     atomic_store_explicit(&tm_init_state, 2, memory_order_release);
     return;

@@ -349,6 +349,92 @@ static void sc_double_free_remote_cached(void *arg) {
   free(after);
 }
 
+/* A block freed by another thread sits on its span's thread_free list
+ * until the owner collects it. A second free of it, from that thread or
+ * from the owner, must be reported at once: pushed again, the list loops;
+ * cached by the owner, the block is handed out twice. */
+static void sc_double_free_remote_twice(void *arg) {
+  (void)arg;
+  void *keep = malloc(48);
+  g_remote_block = malloc(48);
+  pthread_t t;
+  if (pthread_create(&t, NULL, free_remote, NULL) != 0) _exit(3);
+  pthread_join(t, NULL);
+  if (pthread_create(&t, NULL, free_remote, NULL) != 0) _exit(3);
+  pthread_join(t, NULL);
+  printf("not reported at the second free\n");
+  fflush(stdout);
+  free(keep);
+}
+
+static void sc_double_free_remote_then_owner(void *arg) {
+  (void)arg;
+  void *keep = malloc(48);
+  g_remote_block = malloc(48);
+  pthread_t t;
+  if (pthread_create(&t, NULL, free_remote, NULL) != 0) _exit(3);
+  pthread_join(t, NULL);
+  do_free(g_remote_block); /* the owner frees it again */
+  void *a = malloc(48), *b = malloc(48);
+  printf("not reported: malloc gave %p %p (the block was %p)\n", a, b, g_remote_block);
+  free(keep);
+}
+
+/* A use after free that writes a pointer over a cached block's first word
+ * (the cache link): the next mallocs of that class must not hand out the
+ * address the program wrote. */
+static char g_fake_block[64] __attribute__((aligned(16)));
+static void sc_cache_link_overwrite(void *arg) {
+  (void)arg;
+  void *p = malloc(48), *q = malloc(48);
+  free(p);
+  free(q); /* on top of the cache, linked to p */
+  void *volatile *qv = q;
+  *qv = g_fake_block; /* a dangling pointer written through */
+  void *a = malloc(48), *b = malloc(48);
+  printf("not reported: malloc gave %p %p (the fake block is %p)\n", a, b, (void *)g_fake_block);
+}
+
+static void sc_cache_link_zeroed(void *arg) {
+  (void)arg;
+  void *p = malloc(48), *q = malloc(48);
+  free(p);
+  free(q);
+  memset(q, 0, 16); /* as a use after free that clears a struct */
+  void *a = malloc(48), *b = malloc(48);
+  printf("not reported: malloc gave %p %p\n", a, b);
+}
+
+START_TEST(t_double_free_remote_list) {
+  struct child_result *r = malloc(sizeof *r);
+  ck_assert_ptr_nonnull(r);
+  run_child(sc_double_free_remote_twice, NULL, r);
+  ck_assert_msg(aborted(r) && strstr(r->err, "double free") != NULL && !strstr(r->out, "not reported"),
+                "a block freed twice by another thread: child %s; stdout: %s; stderr:\n%s", status_str(r), r->out,
+                r->err);
+  run_child(sc_double_free_remote_then_owner, NULL, r);
+  ck_assert_msg(aborted(r) && strstr(r->err, "double free") != NULL,
+                "a block freed by another thread, then by its owner: child %s; stdout: %s; stderr:\n%s",
+                status_str(r), r->out, r->err);
+  free(r);
+}
+END_TEST
+
+START_TEST(t_cache_link_overwrite) {
+  struct child_result *r = malloc(sizeof *r);
+  ck_assert_ptr_nonnull(r);
+  run_child(sc_cache_link_overwrite, NULL, r);
+  ck_assert_msg(aborted(r) && strstr(r->err, "corrupted free block") != NULL,
+                "a cache link overwritten with a pointer: child %s; stdout: %s; stderr:\n%s", status_str(r), r->out,
+                r->err);
+  run_child(sc_cache_link_zeroed, NULL, r);
+  ck_assert_msg(aborted(r) && strstr(r->err, "corrupted free block") != NULL,
+                "a cache link overwritten with zeroes: child %s; stdout: %s; stderr:\n%s", status_str(r), r->out,
+                r->err);
+  free(r);
+}
+END_TEST
+
 START_TEST(t_double_free_remote_cached) {
   struct child_result *r = malloc(sizeof *r);
   ck_assert_ptr_nonnull(r);
@@ -654,6 +740,8 @@ static Suite *errors_suite(void) {
   tcase_add_test(tc, t_double_free_small_interleaved);
   tcase_add_test(tc, t_double_free_big);
   tcase_add_test(tc, t_double_free_remote_cached);
+  tcase_add_test(tc, t_double_free_remote_list);
+  tcase_add_test(tc, t_cache_link_overwrite);
   tcase_set_timeout(tc, 30);
   suite_add_tcase(s, tc);
 
