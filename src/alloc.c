@@ -25,7 +25,10 @@ static TM_NOINLINE void *tm_malloc_big(size_t size, bool zero) {
   if (size <= tm_huge_threshold()) {
     void *p = tm_large_alloc(size, TM_ALIGN);
     if (p) {
-      if (zero) memset(p, 0, size);
+      if (zero)
+        memset(p, 0, size);
+      else
+        tm_perturb_alloc(p, size);
       return p;
     }
   }

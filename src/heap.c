@@ -205,9 +205,61 @@ static void tm_heap_scavenge(tm_heap *h) {
   }
 }
 
-/* The pager asked for cached blocks back (src/trim.c): honoured on the next
- * slow path, the only place where the owner can be reached. */
+/* ---- cache capacities and M_PERTURB ---------------------------------------- */
+static void tm_heap_honour_flush(tm_heap *h);
+atomic_int tm_perturb_v;
+atomic_uint tm_cache_gen;
+
+uint32_t tm_cache_cap(unsigned c) {
+  if (tm_perturb()) return 0;
+  return tm_class_size(c) <= 8192 ? TM_CACHE_MAX : 16;
+}
+
+/* The capacities for the current generation (the owner, under its lock, or
+ * a heap nobody uses yet). Generation first: a change racing with this is
+ * seen again at the next slow path. */
+void tm_heap_set_caps(tm_heap *h) {
+  h->cache_gen = atomic_load_explicit(&tm_cache_gen, memory_order_acquire);
+  for (unsigned c = 0; c < TM_NUM_CLASSES; c++) h->cache[c].cap = tm_cache_cap(c);
+}
+
+/* mallopt(M_PERTURB) and MALLOC_PERTURB_. Only the low byte counts, as in
+ * glibc; 0 turns it off. */
+void tm_perturb_set(int byte) {
+  int was = atomic_exchange_explicit(&tm_perturb_v, byte & 0xff, memory_order_relaxed);
+  if (!was == !(byte & 0xff)) return;
+  atomic_fetch_add_explicit(&tm_cache_gen, 1, memory_order_release);
+}
+
+/* The calling thread's heap follows a change at once (mallopt's caller
+ * expects its next malloc to be filled); others at their next slow path. */
+void tm_heap_catch_up(void) {
+  tm_heap *h = tm_heap_tls;
+  if (tm_heap_state(h) != TM_HEAP_ACTIVE || tm_heap_is_shared(h)) return;
+  tm_heap_lock(h);
+  tm_heap_honour_flush(h);
+  tm_heap_unlock(h);
+}
+
+void tm_perturb_alloc(void *p, size_t n) {
+  int b = tm_perturb();
+  if (TM_UNLIKELY(b)) memset(p, b ^ 0xff, n);
+}
+
+void tm_perturb_free(void *p, size_t n) {
+  int b = tm_perturb();
+  if (TM_UNLIKELY(b)) memset(p, b, n);
+}
+
+/* What others asked of the owner, honoured on its next slow path, the only
+ * place where it can be reached: new cache capacities (M_PERTURB), or the
+ * pager wants cached blocks back (src/trim.c). */
 static void tm_heap_honour_flush(tm_heap *h) {
+  if (TM_UNLIKELY(h->cache_gen != atomic_load_explicit(&tm_cache_gen, memory_order_acquire)) &&
+      !tm_heap_is_shared(h)) {
+    tm_heap_flush_caches(h);
+    tm_heap_set_caps(h);
+  }
   if (TM_LIKELY(!atomic_load_explicit(&h->flush_request, memory_order_relaxed))) return;
   unsigned ask = atomic_exchange_explicit(&h->flush_request, TM_ASK_NONE, memory_order_relaxed);
   if (ask == TM_ASK_FLUSH)
@@ -243,9 +295,17 @@ static void tm_cache_push(tm_cache *k, void *p) {
 /* free() found the cache of p's class full: make room by releasing the
  * older half, then cache p. */
 void tm_free_cache_full(tm_heap *h, void *p) {
-  unsigned c = tm_span_of(tm_segment_base(p), p)->size_class;
+  tm_span *s = tm_span_of(tm_segment_base(p), p);
+  unsigned c = s->size_class;
   tm_heap_lock(h);
   tm_heap_honour_flush(h);
+  if (h->cache[c].cap == 0) { /* M_PERTURB: no cache, straight to the bitmap */
+    tm_perturb_free(p, s->block_size);
+    ((uint64_t *)p)[1] = tm_free_key();
+    tm_cache_release(h, p);
+    tm_heap_unlock(h);
+    return;
+  }
   tm_cache_flush(h, c, h->cache[c].cap / 2u);
   tm_heap_unlock(h);
   tm_cache_push(&h->cache[c], p);
@@ -442,7 +502,11 @@ void tm_heap_shared_after_fork(void) {
 void *tm_alloc_slow(tm_heap *h, unsigned c) {
   if (TM_UNLIKELY(tm_heap_state(h) != TM_HEAP_ACTIVE)) {
     TM_ASSERT(h != &tm_heap_pager); /* the pager allocated */
-    if (tm_heap_state(h) == TM_HEAP_EXITING) return tm_alloc_shared(c);
+    if (tm_heap_state(h) == TM_HEAP_EXITING) {
+      void *p = tm_alloc_shared(c);
+      if (p) tm_perturb_alloc(p, tm_class_size(c));
+      return p;
+    }
     h = tm_heap_new_for_thread();
     if (!h) {
       errno = ENOMEM;
@@ -450,6 +514,7 @@ void *tm_alloc_slow(tm_heap *h, unsigned c) {
     }
   }
   void *p = tm_heap_alloc_slow(h, c);
+  if (p) tm_perturb_alloc(p, tm_class_size(c));
   tm_pager_maybe_start();
   return p;
 }
@@ -468,6 +533,7 @@ void tm_free_other(void *p, tm_span *s, const char *who) {
       /* our own full span (the tag sent us here): free into its bitmap and
        * let it move back to the partial queue */
       tm_heap_lock(h);
+      if (tm_perturb() && !tm_block_is_free_locked(h, s, p)) tm_perturb_free(p, s->block_size);
       if (tm_span_free_block(s, p, idx)) {
         ((uint64_t *)p)[1] = tm_free_key(); /* so that a second free is caught at once */
         if (s->queue != TM_Q_CURRENT) tm_heap_reconsider(h, s, false);
@@ -486,9 +552,11 @@ void tm_free_other(void *p, tm_span *s, const char *who) {
 #if TIDE_DEBUG
     memset(p, 0xdf, s->block_size);
 #endif
+    tm_perturb_free(p, s->block_size);
     ((uint64_t *)p)[1] = tm_free_key(); /* a second free, from any thread, is caught above */
     tm_remote_free(s, p);
   } else if (kind == TM_SPAN_LARGE && p == s->start) {
+    tm_perturb_free(p, s->large_size);
     tm_large_free(s);
   } else if (kind == TM_SPAN_HUGE && p == s->start) {
     tm_huge_free(tm_segment_base(s), s);

@@ -222,6 +222,7 @@ typedef struct tm_heap {
   _Atomic uint32_t state;        /* enum tm_heap_state; the pager reads it */
   _Atomic uint32_t flush_request; /* TM_ASK_*: the pager wants cached blocks back */
   uint32_t check_count;           /* debug: periodic consistency checks */
+  uint32_t cache_gen;             /* tm_cache_gen its cache capacities follow */
   uint32_t activity;       /* the owner's slow paths (under lock): the pager's sign of life */
   /* the trimmer's view of the heap (src/trim.c; one trimmer at a time) */
   uint32_t trim_seq;       /* lock_seq after its last visit */
@@ -505,6 +506,21 @@ TM_INLINE void tm_link_set(void *b, const void *next) { *(uintptr_t *)b = (uintp
 /* A decoded link that cannot be a block (every block is 16-byte aligned). */
 TM_INLINE bool tm_link_bad(const void *next) { return TIDE_SAFE_LINKS && ((uintptr_t)next & (TM_ALIGN - 1)) != 0; }
 void *tm_cache_corrupt(tm_heap *h, unsigned c, void *top);
+/* M_PERTURB and MALLOC_PERTURB_, as glibc: a block is filled with the
+ * byte's complement when handed out and with the byte when freed, so that
+ * code reading uninitialized or freed memory misbehaves at once. While it is
+ * on, every heap's cache capacity is 0: both fast paths fall to slow paths,
+ * the only places that fill, and the default fast paths carry no test.
+ * Heaps pick up a change at their next slow path (tm_cache_gen). */
+extern atomic_int tm_perturb_v;
+extern atomic_uint tm_cache_gen;
+TM_INLINE int tm_perturb(void) { return atomic_load_explicit(&tm_perturb_v, memory_order_relaxed); }
+void tm_perturb_set(int byte);
+void tm_perturb_alloc(void *p, size_t n);
+void tm_perturb_free(void *p, size_t n);
+uint32_t tm_cache_cap(unsigned c);
+void tm_heap_set_caps(tm_heap *h);
+void tm_heap_catch_up(void);
 void tm_free_other(void *p, tm_span *s, const char *who);
 void tm_free_slow(void *p, const char *who);
 void tm_heap_collect_all(tm_heap *h);

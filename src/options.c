@@ -100,6 +100,14 @@ static bool tm_parse_size(const char *s, size_t *out) {
   return true;
 }
 
+/* glibc reads MALLOC_PERTURB_ with atoi and keeps the low byte: leading
+ * digits count, anything else is 0 (off). */
+static int tm_parse_perturb(const char *s) {
+  int v = 0;
+  for (; *s >= '0' && *s <= '9'; s++) v = (v * 10 + (*s - '0')) & 0xffff;
+  return v & 0xff;
+}
+
 static bool tm_parse_choice(const char *s, const char *const *words, int *out) {
   for (int i = 0; words[i]; i++)
     if (strcmp(s, words[i]) == 0) {
@@ -153,6 +161,10 @@ void tm_options_load(void) {
   if (!environ || atomic_exchange(&loaded, 1)) return;
   for (char **e = environ; *e; e++) {
     const char *var = *e;
+    if (strncmp(var, "MALLOC_PERTURB_=", 16) == 0) {
+      tm_perturb_set(tm_parse_perturb(var + 16));
+      continue;
+    }
     if (strncmp(var, "TIDE_", 5) != 0) continue;
     const char *eq = strchr(var, '=');
     if (!eq) continue;

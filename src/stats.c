@@ -278,7 +278,8 @@ TM_API int malloc_info(int options, FILE *fp) {
  * 2.34 (tidemalloc's reaction to bad input is TIDE_ABORT_ON_ERROR), and
  * M_MXFAST within glibc's range (0..160: fastbins; our small classes are
  * always cached), each answered as glibc answers it. Anything else is
- * rejected (0), as glibc does; M_PERTURB too, until it is implemented. */
+ * rejected (0), as glibc does. M_PERTURB fills blocks as glibc does
+ * (heap.c, tm_perturb_set). */
 #define TM_GLIBC_MAX_FAST_SIZE (80 * (int)sizeof(size_t) / 4) /* glibc's MAX_FAST_SIZE */
 
 TM_API int mallopt(int param, int value) {
@@ -300,6 +301,11 @@ TM_API int mallopt(int param, int value) {
       return 1;
     case M_MXFAST:
       return value >= 0 && value <= TM_GLIBC_MAX_FAST_SIZE;
+    case M_PERTURB:
+      tm_init();
+      tm_perturb_set(value);
+      tm_heap_catch_up();
+      return 1;
     default:
       return 0;
   }

@@ -44,16 +44,11 @@ static void tm_late_init(void) {
   while (atomic_load(&tm_late_state) != 2) sched_yield();
 }
 
-static uint32_t tm_cache_cap(unsigned c) {
-  size_t bsize = tm_class_size(c);
-  return bsize <= 8192 ? TM_CACHE_MAX : 16;
-}
-
 static void tm_heap_reset(tm_heap *h) {
+  tm_heap_set_caps(h);
   for (unsigned c = 0; c < TM_NUM_CLASSES; c++) {
     h->cache[c].head = NULL;
     tm_cache_set_n(&h->cache[c], 0);
-    h->cache[c].cap = tm_cache_cap(c);
     h->cur[c] = &tm_empty_span;
     h->partial[c].first = h->partial[c].last = NULL;
   }

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1011,6 +1012,95 @@ START_TEST(t_mallopt) {
 }
 END_TEST
 
+/* M_PERTURB: every block handed out is filled with ~byte, every block
+ * freed with byte (glibc's perturb_byte), from any thread; off again at 0. */
+static int all_bytes(const unsigned char *p, size_t from, size_t to, unsigned char b) {
+  for (size_t i = from; i < to; i++)
+    if (p[i] != b) return 0;
+  return 1;
+}
+
+static void *perturb_remote_free(void *p) {
+  free(p);
+  return NULL;
+}
+
+/* Reads a block after free: it stays mapped (the pager's delay is far
+ * longer than this), and words 0 and 1 may hold the allocator's links. */
+static int freed_bytes_are(void *p, size_t n, unsigned char b) {
+  const volatile unsigned char *q = p;
+  for (size_t i = 16; i < n; i++)
+    if (q[i] != b) return 0;
+  return 1;
+}
+
+static int perturb_check(unsigned char byte) {
+  static const size_t sizes[] = {16, 48, 100, 1000, 5000, 20000, 32768, 100000};
+  for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+    size_t n = sizes[i];
+    for (int round = 0; round < 3; round++) { /* fresh blocks, then reused ones */
+      unsigned char *p = malloc(n);
+      if (!p || !all_bytes(p, 0, n, (unsigned char)(byte ^ 0xff))) return 1;
+      memset(p, 0x11, n);
+      free(p);
+      if (n <= 32768 && !freed_bytes_are(p, n, byte)) return 2;
+    }
+    unsigned char *z = calloc(1, n);
+    if (!z || !all_bytes(z, 0, n, 0)) return 3;
+    free(z);
+  }
+  unsigned char *r = malloc(200);
+  memset(r, 0x11, 200);
+  pthread_t t;
+  if (pthread_create(&t, NULL, perturb_remote_free, r) != 0) return 4;
+  pthread_join(t, NULL);
+  if (!freed_bytes_are(r, 200, byte)) return 5;
+  return 0;
+}
+
+START_TEST(t_perturb) {
+  void *warm = malloc(64); /* a heap with full caches before it is turned on */
+  free(warm);
+  ck_assert_int_eq(mallopt(M_PERTURB, 0x5a), 1);
+  int r = perturb_check(0x5a);
+  ck_assert_msg(r == 0, "M_PERTURB fill wrong (check %d)", r);
+  ck_assert_int_eq(mallopt(M_PERTURB, 0x1c3), 1); /* the low byte counts, as in glibc */
+  r = perturb_check(0xc3);
+  ck_assert_msg(r == 0, "M_PERTURB 0x1c3 fill wrong (check %d)", r);
+  ck_assert_int_eq(mallopt(M_PERTURB, 0), 1);
+  /* off: the cache is back, a freed block comes back untouched */
+  unsigned char *p = malloc(64);
+  unsigned char *q = malloc(64);
+  free(q);
+  q = malloc(64); /* fills the cache again */
+  memset(p, 0x11, 64);
+  free(p);
+  unsigned char *p2 = malloc(64);
+  ck_assert_ptr_eq(p2, p);
+  ck_assert_msg(all_bytes(p2, 16, 64, 0x11), "blocks are still filled after M_PERTURB 0");
+  free(p2);
+  free(q);
+}
+END_TEST
+
+/* MALLOC_PERTURB_ in the environment, read at start-up: the test program
+ * runs itself again with it set (main). */
+START_TEST(t_perturb_env) {
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    setenv("MALLOC_PERTURB_", "165", 1);
+    setenv("TIDETEST_PERTURB_CHILD", "165", 1);
+    execl("/proc/self/exe", "test_api", (char *)NULL);
+    _exit(99);
+  }
+  int st;
+  ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+  ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "MALLOC_PERTURB_=165: child status 0x%x (exit %d)", st,
+                WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ */
 /* the program break is never moved                                     */
 
@@ -1282,6 +1372,8 @@ static Suite *api_suite(void) {
   tcase_add_test(tc, t_malloc_stats);
   tcase_add_test(tc, t_malloc_info);
   tcase_add_test(tc, t_mallopt);
+  tcase_add_test(tc, t_perturb);
+  tcase_add_test(tc, t_perturb_env);
   tcase_add_test(tc, t_tide_version);
   tcase_add_test(tc, t_tide_stats);
   tcase_add_test(tc, t_heap_check_mix);
@@ -1291,5 +1383,7 @@ static Suite *api_suite(void) {
 }
 
 int main(void) {
+  const char *perturb = getenv("TIDETEST_PERTURB_CHILD");
+  if (perturb) return perturb_check((unsigned char)atoi(perturb));
   return check_run(api_suite(), CK_FORK_GETENV);
 }
