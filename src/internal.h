@@ -49,10 +49,15 @@
 #define TM_BITMAP_WORDS (TM_MAX_BLOCKS / 64)
 #define TM_INLINE_BITMAP_WORDS 3 /* spans of up to 192 blocks need no other page */
 
-/* The registry maps each 4 MiB region of the 47-bit user address space to a
- * byte: 0 = not ours, 1 = a segment header sits at the region base, k >= 2 =
- * the region starts a huge block whose header is (4 MiB << (k-2)) below. */
-#define TM_REGISTRY_BITS 25
+/* The registry maps each 4 MiB region of the user address space to a byte:
+ * 0 = not ours, 1 = a segment header sits at the region base, k >= 2 = the
+ * region starts a huge block whose header is (4 MiB << (k-2)) below. It
+ * covers 48 bits: what Linux hands out without an address hint on x86_64
+ * (47 bits) and on aarch64 (48 bits, with 4 KiB pages). A pointer above
+ * that is never ours (tm_registry_get), and a mapping above it is not used
+ * (os.c). */
+#define TM_ADDR_BITS 48
+#define TM_REGISTRY_BITS (TM_ADDR_BITS - TM_SEG_SHIFT)
 /* In two levels (os.c): a leaf of 2^13 bytes covers 32 GiB. */
 #define TM_REG_LEAF_BITS 13
 #define TM_REG_TOP_BITS (TM_REGISTRY_BITS - TM_REG_LEAF_BITS)
@@ -246,7 +251,8 @@ TM_INLINE void tm_heap_set_state(tm_heap *h, unsigned st) {
 extern tm_span tm_empty_span;
 extern tm_heap tm_heap_empty;
 extern __thread tm_heap *tm_heap_tls __attribute__((tls_model("initial-exec")));
-extern _Atomic uint8_t *_Atomic tm_reg_top[(size_t)1 << TM_REG_TOP_BITS];
+extern _Atomic uintptr_t tm_reg_top[(size_t)1 << TM_REG_TOP_BITS];
+extern _Atomic uint8_t tm_reg_zero_leaf[];
 
 typedef struct tm_options {
   int abort_on_error;
@@ -331,18 +337,26 @@ void *tm_os_map(size_t size, unsigned how);
 void *tm_os_map_aligned(size_t size, size_t align, unsigned how);
 void tm_os_unmap(void *p, size_t size);
 
-/* Two loads and no branch: an unused top entry points to a leaf of zeroes.
- * Acquire on the leaf pointer: a reader that sees a new leaf sees it zeroed
- * (free on x86). */
+/* Two loads: a top entry holds its leaf's offset from a leaf of zeroes, so
+ * an unused entry is 0 and reads that leaf (no branch, and the table is
+ * .bss, with no relocation to apply at load). Acquire on the entry: a reader
+ * that sees a new leaf sees it zeroed (free on x86). */
 #define TM_REG_LEAF_SIZE ((size_t)1 << TM_REG_LEAF_BITS)
-/* The registry index of the region holding a (its top entry: index >> leaf
- * bits, its byte in the leaf: index & leaf mask). */
+/* The registry index of the region holding a, an address below 2^48 (its
+ * top entry: index >> leaf bits, its byte in the leaf: index & leaf mask). */
 TM_INLINE uintptr_t tm_reg_index(uintptr_t a) {
   return (a >> TM_SEG_SHIFT) & (((uintptr_t)1 << TM_REGISTRY_BITS) - 1);
 }
+TM_INLINE _Atomic uint8_t *tm_reg_leaf(uintptr_t top_index, memory_order mo) {
+  return (_Atomic uint8_t *)((uintptr_t)tm_reg_zero_leaf + atomic_load_explicit(&tm_reg_top[top_index], mo));
+}
+/* Any pointer at all: one above 2^48 (kernel, non-canonical, or tagged in
+ * its top byte) is not ours, rather than aliasing a region below, which a
+ * mask alone would do. */
 TM_INLINE unsigned tm_registry_get(uintptr_t a) {
-  uintptr_t i = tm_reg_index(a);
-  _Atomic uint8_t *leaf = atomic_load_explicit(&tm_reg_top[i >> TM_REG_LEAF_BITS], memory_order_acquire);
+  uintptr_t i = a >> TM_SEG_SHIFT;
+  if (TM_UNLIKELY(i >> TM_REGISTRY_BITS)) return TM_REG_NONE;
+  _Atomic uint8_t *leaf = tm_reg_leaf(i >> TM_REG_LEAF_BITS, memory_order_acquire);
   return atomic_load_explicit(&leaf[i & (TM_REG_LEAF_SIZE - 1)], memory_order_relaxed);
 }
 /* Set the byte of a region whose leaf exists (tm_os_map_aligned made it). */

@@ -9,18 +9,20 @@
 /* The registry, one byte per 4 MiB region, in two levels so that it costs
  * address space in proportion to what the heap maps (a flat table was 32 MiB
  * of .bss: VmSize 39 MB for a trivial program, and the preload refused
- * under a tight `ulimit -v`). The top table (4096 pointers, 32 KiB of .data)
- * starts with every entry at one leaf of zeroes, so free() can consult it
- * before any initialization and a lookup needs no branch. A leaf (8 KiB,
+ * under a tight `ulimit -v`). The top table (8192 entries, 64 KiB of .bss,
+ * for 48 bits) holds each leaf's offset from one leaf of zeroes, so every
+ * entry starts at that leaf: free() can consult it before any
+ * initialization, and a lookup needs no branch but the range check. (As
+ * pointers, 4096 of them were 4096 relocations for ld.so to apply at every
+ * start.) A leaf (8 KiB,
  * 32 GiB of address space) is mapped when a mapping of ours first lands in
  * its range, before that mapping is handed out, and is never unmapped. */
-static _Atomic uint8_t tm_reg_zero_leaf[TM_REG_LEAF_SIZE]; /* never written */
-_Atomic uint8_t *_Atomic tm_reg_top[(size_t)1 << TM_REG_TOP_BITS] = {
-    [0 ...((1 << TM_REG_TOP_BITS) - 1)] = tm_reg_zero_leaf};
+_Atomic uint8_t tm_reg_zero_leaf[TM_REG_LEAF_SIZE]; /* never written */
+_Atomic uintptr_t tm_reg_top[(size_t)1 << TM_REG_TOP_BITS]; /* leaf - tm_reg_zero_leaf */
 
 void tm_registry_set(uintptr_t region_base, unsigned value) {
   uintptr_t i = tm_reg_index(region_base);
-  _Atomic uint8_t *leaf = atomic_load_explicit(&tm_reg_top[i >> TM_REG_LEAF_BITS], memory_order_relaxed);
+  _Atomic uint8_t *leaf = tm_reg_leaf(i >> TM_REG_LEAF_BITS, memory_order_relaxed);
   TM_ASSERT(leaf != tm_reg_zero_leaf || value == TM_REG_NONE); /* tm_registry_cover ran */
   if (leaf == tm_reg_zero_leaf) return;
   atomic_store_explicit(&leaf[i & (TM_REG_LEAF_SIZE - 1)], (uint8_t)value, memory_order_relaxed);
@@ -33,11 +35,12 @@ static bool tm_registry_cover(uintptr_t base, size_t size) {
   uintptr_t first = tm_reg_index(base) >> TM_REG_LEAF_BITS;
   uintptr_t last = tm_reg_index(base + size - 1) >> TM_REG_LEAF_BITS;
   for (uintptr_t t = first;; t = (t + 1) & (((uintptr_t)1 << TM_REG_TOP_BITS) - 1)) {
-    _Atomic uint8_t *cur = atomic_load_explicit(&tm_reg_top[t], memory_order_acquire);
-    if (cur == tm_reg_zero_leaf) {
+    uintptr_t cur = atomic_load_explicit(&tm_reg_top[t], memory_order_acquire);
+    if (cur == 0) {
       _Atomic uint8_t *leaf = tm_os_map(TM_REG_LEAF_SIZE, TM_MAP_RESERVE);
       if (!leaf) return false;
-      if (!atomic_compare_exchange_strong_explicit(&tm_reg_top[t], &cur, leaf, memory_order_release,
+      uintptr_t off = (uintptr_t)leaf - (uintptr_t)tm_reg_zero_leaf;
+      if (!atomic_compare_exchange_strong_explicit(&tm_reg_top[t], &cur, off, memory_order_release,
                                                    memory_order_acquire))
         tm_os_unmap((void *)leaf, TM_REG_LEAF_SIZE);
     }
@@ -103,6 +106,13 @@ void *tm_os_map_aligned(size_t size, size_t align, unsigned how) {
     }
   }
   if (!p) p = tm_os_map_aligned_slow(size, align, how);
+  if (p && (((uintptr_t)p + size - 1) >> TM_ADDR_BITS) != 0) {
+    /* above what the registry covers (only with a kernel that hands out
+     * 52- or 57-bit addresses unasked, which Linux does not) */
+    tm_os_unmap(p, size);
+    errno = ENOMEM;
+    return NULL;
+  }
   if (p && !tm_registry_cover((uintptr_t)p, size)) {
     tm_os_unmap(p, size);
     errno = ENOMEM;
@@ -138,7 +148,6 @@ static tm_segment *tm_huge_header(uintptr_t p, unsigned reg) {
 
 tm_segment *tm_segment_of(const void *p) {
   uintptr_t a = (uintptr_t)p;
-  if ((a >> (TM_SEG_SHIFT + TM_REGISTRY_BITS)) != 0) return NULL;
   unsigned reg = tm_registry_get(a);
   if (reg == TM_REG_NONE) return NULL;
   return tm_huge_header(a, reg);

@@ -216,6 +216,37 @@ static void sc_realloc_stack(void *out) {
   (void)q;
 }
 
+/* A block's address with a bit set above the 48 bits user space has (a
+ * kernel address, a non-canonical one, a pointer tagged in its top byte).
+ * The registry must not alias it to the block's region: the allocator
+ * would then read a "segment header" at an address that does not exist. */
+static void *high_bits(void *p, unsigned bit) { return (void *)((uintptr_t)p | ((uintptr_t)1 << bit)); }
+
+static void sc_free_above_47(void *out) {
+  void *q = high_bits(malloc(64), 47);
+  *(void **)out = q;
+  free(launder(q));
+}
+
+static void sc_free_above_48(void *out) {
+  void *q = high_bits(malloc(64), 48);
+  *(void **)out = q;
+  free(launder(q));
+}
+
+static void sc_free_tagged(void *out) {
+  void *q = high_bits(malloc(1000), 60);
+  *(void **)out = q;
+  free(launder(q));
+}
+
+static void sc_realloc_above_48(void *out) {
+  void *q = high_bits(malloc(64), 52);
+  *(void **)out = q;
+  void *r = realloc(launder(q), 100);
+  (void)r;
+}
+
 /* The child writes the bad pointer into a shared page so the parent can
  * compare it with the report. */
 static void **shared_slot(void) {
@@ -269,6 +300,16 @@ START_TEST(t_free_foreign_mmap) {
 END_TEST
 START_TEST(t_realloc_interior) {
   check_invalid(sc_realloc_interior, "realloc", "realloc(malloc(64) + 8, 100)");
+}
+END_TEST
+START_TEST(t_free_high_bits) {
+  check_invalid(sc_free_above_47, "free", "free(block | 1 << 47)");
+  check_invalid(sc_free_above_48, "free", "free(block | 1 << 48)");
+  check_invalid(sc_free_tagged, "free", "free(block | 1 << 60)");
+  check_invalid(sc_realloc_above_48, "realloc", "realloc(block | 1 << 52, 100)");
+  void *p = malloc(64);
+  ck_assert_uint_eq(malloc_usable_size(high_bits(p, 48)), 0);
+  free(p);
 }
 END_TEST
 START_TEST(t_realloc_stack) {
@@ -732,6 +773,7 @@ static Suite *errors_suite(void) {
   tcase_add_test(tc, t_free_foreign_mmap);
   tcase_add_test(tc, t_realloc_interior);
   tcase_add_test(tc, t_realloc_stack);
+  tcase_add_test(tc, t_free_high_bits);
   tcase_set_timeout(tc, 30);
   suite_add_tcase(s, tc);
 
