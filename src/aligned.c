@@ -11,7 +11,7 @@
 static bool tm_is_pow2(size_t x) { return x && !(x & (x - 1)); }
 
 /* align: a power of two. */
-void *tm_malloc_aligned(size_t size, size_t align) {
+static void *tm_malloc_aligned_raw(size_t size, size_t align) {
   if (align <= TM_ALIGN) return tm_malloc(size);
   /* both sides explicit: PTRDIFF_MAX - align would wrap for an alignment
    * of 2^63 and let every size through */
@@ -29,6 +29,12 @@ void *tm_malloc_aligned(size_t size, size_t align) {
     if (p) return p;
   }
   return tm_huge_alloc(size, align, false);
+}
+
+/* The hardened build seals the block's end (src/guard.c). */
+void *tm_malloc_aligned(size_t size, size_t align) {
+  if (TIDE_HARDENED) return tm_guard_seal(tm_malloc_aligned_raw(tm_guard_size(size), align), size);
+  return tm_malloc_aligned_raw(size, align);
 }
 
 /* glibc: alignments below 16 are plain malloc, others are rounded up to a

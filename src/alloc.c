@@ -63,7 +63,6 @@ void *tm_malloc_in_class(unsigned c) { return tm_malloc_class(c); }
 
 void *tm_malloc(size_t size) { return tm_malloc_inline(size); }
 
-TM_API void *malloc(size_t size) { return tm_malloc_inline(size); }
 
 /* Every unusual case leaves through a tail call, so the fast path needs no
  * stack frame. */
@@ -93,27 +92,7 @@ TM_INLINE void tm_free_inline(void *p) {
 
 void tm_free(void *p) { tm_free_inline(p); }
 
-TM_API void free(void *p) { tm_free_inline(p); }
-
-TM_API void free_sized(void *p, size_t size) {
-  (void)size;
-  tm_free_inline(p);
-}
-
-TM_API void free_aligned_sized(void *p, size_t align, size_t size) {
-  (void)align;
-  (void)size;
-  tm_free_inline(p);
-}
-
-TM_API void cfree(void *p) { tm_free_inline(p); }
-
-TM_API void *calloc(size_t n, size_t size) {
-  size_t total;
-  if (__builtin_mul_overflow(n, size, &total)) {
-    errno = ENOMEM;
-    return NULL;
-  }
+static void *tm_calloc(size_t total) {
   if (total > TM_SMALL_MAX) return tm_malloc_big(total, true);
   void *p = tm_malloc_inline(total);
   if (p) memset(p, 0, total);
@@ -137,7 +116,6 @@ size_t tm_usable_size(const void *p) {
   }
 }
 
-TM_API size_t malloc_usable_size(void *p) { return p ? tm_usable_size(p) : 0; }
 
 static void *tm_realloc_move(void *p, size_t old_usable, size_t size) {
   void *q = tm_malloc_inline(size);
@@ -147,12 +125,8 @@ static void *tm_realloc_move(void *p, size_t old_usable, size_t size) {
   return q;
 }
 
-TM_API void *realloc(void *p, size_t size) {
-  if (!p) return tm_malloc_inline(size);
-  if (size == 0) {
-    tm_free_inline(p);
-    return NULL;
-  }
+/* p is not NULL, size is not 0. */
+static void *tm_realloc(void *p, size_t size) {
   if (size > PTRDIFF_MAX) {
     errno = ENOMEM;
     return NULL;
@@ -184,6 +158,77 @@ TM_API void *realloc(void *p, size_t size) {
   tm_report_invalid("realloc", p, "invalid pointer");
   errno = EINVAL;
   return NULL;
+}
+
+/* ---- the entry points ------------------------------------------------------
+ * The hardened build (src/guard.c) asks every block 8 bytes larger, seals
+ * its end after allocating and checks it before freeing or resizing. */
+#if TIDE_HARDENED
+TM_INLINE void *tm_malloc_api(size_t size) { return tm_guard_seal(tm_malloc_inline(tm_guard_size(size)), size); }
+
+TM_INLINE void tm_free_api(void *p) {
+  if (tm_guard_check("free", p)) tm_free_inline(p);
+}
+
+static void *tm_calloc_api(size_t total) { return tm_guard_seal(tm_calloc(tm_guard_size(total)), total); }
+
+TM_API size_t malloc_usable_size(void *p) { return p ? tm_guard_requested(p) : 0; }
+
+TM_API void *realloc(void *p, size_t size) {
+  if (!p) return tm_malloc_api(size);
+  if (!tm_guard_check("realloc", p)) {
+    errno = EINVAL;
+    return NULL;
+  }
+  if (size == 0) {
+    tm_free_inline(p);
+    return NULL;
+  }
+  return tm_guard_seal(tm_realloc(p, tm_guard_size(size)), size);
+}
+#else
+TM_INLINE void *tm_malloc_api(size_t size) { return tm_malloc_inline(size); }
+
+TM_INLINE void tm_free_api(void *p) { tm_free_inline(p); }
+
+static void *tm_calloc_api(size_t total) { return tm_calloc(total); }
+
+TM_API size_t malloc_usable_size(void *p) { return p ? tm_usable_size(p) : 0; }
+
+TM_API void *realloc(void *p, size_t size) {
+  if (!p) return tm_malloc_inline(size);
+  if (size == 0) {
+    tm_free_inline(p);
+    return NULL;
+  }
+  return tm_realloc(p, size);
+}
+#endif
+
+TM_API void *malloc(size_t size) { return tm_malloc_api(size); }
+
+TM_API void free(void *p) { tm_free_api(p); }
+
+TM_API void free_sized(void *p, size_t size) {
+  (void)size;
+  tm_free_api(p);
+}
+
+TM_API void free_aligned_sized(void *p, size_t align, size_t size) {
+  (void)align;
+  (void)size;
+  tm_free_api(p);
+}
+
+TM_API void cfree(void *p) { tm_free_api(p); }
+
+TM_API void *calloc(size_t n, size_t size) {
+  size_t total;
+  if (__builtin_mul_overflow(n, size, &total)) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  return tm_calloc_api(total);
 }
 
 TM_API void *reallocarray(void *p, size_t n, size_t size) {

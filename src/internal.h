@@ -175,7 +175,8 @@ typedef struct tm_segment {
   uint64_t bitmaps[TM_SLICES][TM_BITMAP_WORDS]; /* bitmaps of spans over 192 blocks, packed from 0 */
 } tm_segment;
 
-_Static_assert(sizeof(tm_segment) <= TM_SLICE_SIZE, "segment header must fit in slice 0");
+_Static_assert(sizeof(tm_segment) <= TM_SLICE_SIZE - TM_PAGE_SIZE,
+               "segment header must fit in slice 0, before the hardened build's guard page");
 
 typedef struct tm_queue {
   tm_span *first, *last;
@@ -336,6 +337,7 @@ enum { TM_MAP_RESERVE = 0, TM_MAP_CHARGED = 1 }; /* segments; huge blocks (os.c)
 void *tm_os_map(size_t size, unsigned how);
 void *tm_os_map_aligned(size_t size, size_t align, unsigned how);
 void tm_os_unmap(void *p, size_t size);
+bool tm_os_guard_page(void *page); /* PROT_NONE; false if the kernel refused */
 
 /* Two loads: a top entry holds its leaf's offset from a leaf of zeroes, so
  * an unused entry is 0 and reads that leaf (no branch, and the table is
@@ -535,6 +537,11 @@ void tm_perturb_free(void *p, size_t n);
 uint32_t tm_cache_cap(unsigned c);
 void tm_heap_set_caps(tm_heap *h);
 void tm_heap_catch_up(void);
+/* The hardened build's block trailers (guard.c). */
+size_t tm_guard_size(size_t n);
+void *tm_guard_seal(void *p, size_t n);
+bool tm_guard_check(const char *who, void *p);
+size_t tm_guard_requested(const void *p);
 void tm_free_other(void *p, tm_span *s, const char *who);
 void tm_free_slow(void *p, const char *who);
 void tm_heap_collect_all(tm_heap *h);

@@ -133,6 +133,16 @@ static void *tm_os_map_aligned_slow(size_t size, size_t align, unsigned how) {
   return (void *)aligned;
 }
 
+/* The hardened build's page between a segment's header and its first span:
+ * an underflow from the data, or a wild write walking down into the
+ * metadata, faults there instead of rewriting descriptors. */
+bool tm_os_guard_page(void *page) {
+  int saved = errno;
+  bool ok = mprotect(page, TM_PAGE_SIZE, PROT_NONE) == 0; /* ENOMEM: out of map count */
+  errno = saved;
+  return ok;
+}
+
 void tm_os_unmap(void *p, size_t size) {
   int saved = errno;
   munmap(p, size);

@@ -170,6 +170,10 @@ void tm_segment_forget(tm_segment *seg) {
 static tm_segment *tm_segment_map(unsigned node) {
   tm_segment *seg = tm_os_map_aligned(TM_SEG_SIZE, TM_SEG_SIZE, TM_MAP_RESERVE);
   if (!seg) return NULL;
+  if (TIDE_HARDENED && !tm_os_guard_page((uint8_t *)seg + TM_SLICE_SIZE - TM_PAGE_SIZE)) {
+    tm_os_unmap(seg, TM_SEG_SIZE);
+    return NULL;
+  }
   tm_numa_bind(seg, TM_SEG_SIZE, node); /* before any page of it is touched */
   seg->node = (uint8_t)node;
   seg->kind = TM_SEG_NORMAL;

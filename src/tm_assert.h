@@ -9,6 +9,9 @@
 #ifndef TIDE_DEBUG
 #define TIDE_DEBUG 0
 #endif
+#ifndef TIDE_HARDENED
+#define TIDE_HARDENED 0
+#endif
 
 #if TIDE_DEBUG
 #define TM_ASSERT(cond) (__builtin_expect(!!(cond), 1) ? (void)0 : tm_assert_fail(#cond, __FILE__, __LINE__))

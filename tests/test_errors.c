@@ -6,6 +6,7 @@
  * Scenarios that need a fresh environment re-execute this very program
  * (/proc/self/exe --helper MODE) with the environment prepared. */
 #define _GNU_SOURCE
+#include "config.h" /* TIDE_HARDENED */
 #include <check.h>
 #include "checkrun.h"
 #include <errno.h>
@@ -761,6 +762,122 @@ static int helper_main(const char *mode) {
   return 0;
 }
 
+#if TIDE_HARDENED
+/* ------------------------------------------------------------------ */
+/* the hardened build (--enable-hardened): block ends checked on free   */
+
+/* Overflows written through a volatile pointer: a compiler may drop plain
+ * stores into a block that is freed next. */
+static void overflow(void *p, size_t at, size_t len, unsigned char v) {
+  volatile unsigned char *b = p;
+  for (size_t i = 0; i < len; i++) b[at + i] = v;
+}
+
+typedef struct {
+  size_t size, at, len;
+  unsigned char v;
+  int how; /* 0 malloc, 1 calloc, 2 aligned_alloc(64), 3 realloc'd then realloc'd again */
+} overflow_case;
+
+static void sc_overflow(void *arg) {
+  const overflow_case *c = arg;
+  char *p;
+  switch (c->how) {
+    case 1: p = calloc(1, c->size); break;
+    case 2: p = aligned_alloc(64, c->size); break;
+    case 3: p = realloc(malloc(8), c->size); break;
+    default: p = malloc(c->size); break;
+  }
+  if (!p) _exit(3);
+  g_bad = p;
+  if (malloc_usable_size(p) != c->size) {
+    printf("usable size %zu, asked %zu\n", malloc_usable_size(p), c->size);
+    _exit(4);
+  }
+  memset(p, 0x41, c->size); /* the whole block, legitimately */
+  overflow(p, c->at, c->len, c->v);
+  if (c->how == 3)
+    p = realloc(launder(p), c->size * 2);
+  else
+    free(launder(p));
+  printf("not reported\n");
+}
+
+START_TEST(t_hardened_overflow) {
+  static const overflow_case cases[] = {
+      {100, 100, 1, 'x', 0},     /* 1 byte, into the fill */
+      {100, 100, 16, 0, 0},      /* 16 bytes of zeroes */
+      {104, 104, 1, 0xff, 0},    /* no fill: 1 byte into the trailer */
+      {16, 16, 1, 0, 0},         /* the smallest class */
+      {4000, 4000, 1, 1, 1},     /* calloc */
+      {64, 64, 1, 'A', 2},       /* aligned_alloc */
+      {300000, 300000, 1, 7, 0}, /* a large block */
+      {5 << 20, 5 << 20, 16, 9, 0}, /* a huge block */
+      {200, 200, 1, 'z', 3},     /* caught by realloc */
+  };
+  struct child_result *r = malloc(sizeof *r);
+  ck_assert_ptr_nonnull(r);
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    const overflow_case *c = &cases[i];
+    const char *fn = c->how == 3 ? "realloc" : "free";
+    run_child(sc_overflow, (void *)c, r);
+    ck_assert_msg(aborted(r) && strstr(r->err, "heap overflow") && strstr(r->err, fn),
+                  "case %zu (%zu bytes, %zu written at %zu): child %s; stdout: %s; stderr:\n%s", i, c->size, c->len,
+                  c->at, status_str(r), r->out, r->err);
+  }
+  free(r);
+}
+END_TEST
+
+/* Writes up to the asked size, reallocs both ways, every allocation form:
+ * nothing reported. */
+START_TEST(t_hardened_no_false_alarm) {
+  for (size_t n = 0; n < 70000; n = n * 3 / 2 + 1) {
+    unsigned char *p = malloc(n);
+    ck_assert_ptr_nonnull(p);
+    ck_assert_uint_eq(malloc_usable_size(p), n);
+    memset(p, 0xa7, n);
+    p = realloc(p, n + 1000);
+    ck_assert_ptr_nonnull(p);
+    for (size_t i = 0; i < n; i++) ck_assert_uint_eq(p[i], 0xa7);
+    memset(p, 0xa7, n + 1000);
+    p = realloc(p, n / 2 + 1);
+    ck_assert_ptr_nonnull(p);
+    memset(p, 0x5c, n / 2 + 1);
+    free(p);
+    void *a = NULL;
+    ck_assert_int_eq(posix_memalign(&a, 256, n + 1), 0);
+    memset(a, 0xff, n + 1);
+    free(a);
+    unsigned char *z = calloc(n + 1, 1);
+    for (size_t i = 0; i <= n; i++) ck_assert_uint_eq(z[i], 0);
+    free(z);
+  }
+}
+END_TEST
+
+/* The page before a segment's first span is PROT_NONE: a write there
+ * (an underflow of the span's first block) faults. */
+static void sc_guard_page(void *arg) {
+  (void)arg;
+  char *p = malloc(64);
+  char *seg = (char *)((uintptr_t)p & ~(uintptr_t)((4 << 20) - 1));
+  g_bad = seg + 65535;
+  overflow(seg, 65535, 1, 0);
+  printf("not reported\n");
+}
+
+START_TEST(t_hardened_guard_page) {
+  struct child_result *r = malloc(sizeof *r);
+  ck_assert_ptr_nonnull(r);
+  run_child(sc_guard_page, NULL, r);
+  ck_assert_msg(!r->timed_out && WIFSIGNALED(r->status) && WTERMSIG(r->status) == SIGSEGV,
+                "a write to the guard page: child %s; stdout: %s", status_str(r), r->out);
+  free(r);
+}
+END_TEST
+#endif
+
 static Suite *errors_suite(void) {
   Suite *s = suite_create("errors");
   TCase *tc = tcase_create("invalid_pointer");
@@ -798,6 +915,14 @@ static Suite *errors_suite(void) {
   tcase_add_test(tc, t_stats_cancel_pending);
   tcase_set_timeout(tc, 30);
   suite_add_tcase(s, tc);
+#if TIDE_HARDENED
+  tc = tcase_create("hardened");
+  tcase_add_test(tc, t_hardened_overflow);
+  tcase_add_test(tc, t_hardened_no_false_alarm);
+  tcase_add_test(tc, t_hardened_guard_page);
+  tcase_set_timeout(tc, 60);
+  suite_add_tcase(s, tc);
+#endif
   return s;
 }
 
