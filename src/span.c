@@ -244,7 +244,7 @@ bool tm_span_free_block(tm_span *s, void *p, uint32_t idx) {
     return false;
   }
 #if TIDE_DEBUG
-  memset(p, 0xdf, s->block_size);
+  memset(p, tm_perturb() ? tm_perturb() : 0xdf, s->block_size); /* M_PERTURB's byte wins */
 #endif
   *word |= bit;
   s->summary |= (uint64_t)1 << (idx >> 6);
