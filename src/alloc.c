@@ -22,6 +22,7 @@ static TM_NOINLINE void *tm_malloc_big(size_t size, bool zero) {
   }
   tm_init();
   tm_pager_maybe_start(); /* a malloc path: a thread may be created here */
+  tm_cache_check_heads();
   if (size <= tm_huge_threshold()) {
     void *p = tm_large_alloc(size, TM_ALIGN);
     if (p) {

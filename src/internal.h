@@ -522,6 +522,7 @@ TM_INLINE void tm_link_set(void *b, const void *next) { *(uintptr_t *)b = (uintp
 /* A decoded link that cannot be a block (every block is 16-byte aligned). */
 TM_INLINE bool tm_link_bad(const void *next) { return TIDE_SAFE_LINKS && ((uintptr_t)next & (TM_ALIGN - 1)) != 0; }
 void *tm_cache_corrupt(tm_heap *h, unsigned c, void *top);
+void tm_cache_check_heads(void);
 /* M_PERTURB and MALLOC_PERTURB_, as glibc: a block is filled with the
  * byte's complement when handed out and with the byte when freed, so that
  * code reading uninitialized or freed memory misbehaves at once. While it is

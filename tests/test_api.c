@@ -234,8 +234,10 @@ START_TEST(t_impossible_sizes) {
 
   void *sentinel = (void *)(uintptr_t)0x5151;
   void *p = sentinel;
+  errno = 0;
   int r = posix_memalign(&p, 16, smax);
   ck_assert_msg(r == ENOMEM, "posix_memalign(16, SIZE_MAX) returned %d, expected ENOMEM", r);
+  ck_assert_msg(errno == ENOMEM, "posix_memalign(16, SIZE_MAX) left errno %d; glibc sets ENOMEM", errno);
   ck_assert_msg(p == sentinel, "posix_memalign modified *memptr on failure (%p)", p);
   r = posix_memalign(&p, 65536, smax - 1000);
   ck_assert_msg(r == ENOMEM, "posix_memalign(65536, SIZE_MAX-1000) returned %d, expected ENOMEM", r);
@@ -291,7 +293,7 @@ static const char *const rlimit_codes[] = {
     [2] = "malloc(256 MiB) under the limit did not return NULL",
     [3] = "malloc(256 MiB) returned NULL but errno != ENOMEM",
     [4] = "calloc(1, 256 MiB) did not fail with ENOMEM",
-    [5] = "posix_memalign(4096, 256 MiB) did not return ENOMEM",
+    [5] = "posix_memalign(4096, 256 MiB) did not return ENOMEM, or left errno unset",
     [6] = "realloc(small, 256 MiB) did not fail with ENOMEM or clobbered the block",
     [7] = "1 MiB allocation loop failed with errno != ENOMEM",
     [8] = "1 MiB allocation loop never failed (limit not honoured?)",
@@ -317,7 +319,8 @@ static int rlimit_child(void) {
   errno = 0;
   p = calloc(1, opaque(256 * MiB));
   if (p || errno != ENOMEM) return 4;
-  if (posix_memalign(&p, 4096, opaque(256 * MiB)) != ENOMEM) return 5;
+  errno = 0;
+  if (posix_memalign(&p, 4096, opaque(256 * MiB)) != ENOMEM || errno != ENOMEM) return 5;
   char *s = malloc(64);
   if (!s) return 10;
   memset(s, 'x', 64);

@@ -447,6 +447,19 @@ static void sc_cache_link_zeroed(void *arg) {
   printf("not reported: malloc gave %p %p\n", a, b);
 }
 
+/* The same, then a large malloc (glibc's tst-safe-linking: a large request
+ * checks the small free lists). */
+static void sc_cache_link_then_large(void *arg) {
+  (void)arg;
+  void *p = malloc(32), *q = malloc(32);
+  free(p);
+  free(q);
+  void *volatile *qv = q;
+  *qv = g_fake_block;
+  void *big = malloc(256 * 1024);
+  printf("not reported: malloc(256 KiB) gave %p\n", big);
+}
+
 START_TEST(t_double_free_remote_list) {
   struct child_result *r = malloc(sizeof *r);
   ck_assert_ptr_nonnull(r);
@@ -473,6 +486,10 @@ START_TEST(t_cache_link_overwrite) {
   ck_assert_msg(aborted(r) && strstr(r->err, "corrupted free block") != NULL,
                 "a cache link overwritten with zeroes: child %s; stdout: %s; stderr:\n%s", status_str(r), r->out,
                 r->err);
+  run_child(sc_cache_link_then_large, NULL, r);
+  ck_assert_msg(aborted(r) && strstr(r->err, "corrupted free block") != NULL,
+                "a cache link overwritten, then a large malloc: child %s; stdout: %s; stderr:\n%s", status_str(r),
+                r->out, r->err);
   free(r);
 }
 END_TEST
