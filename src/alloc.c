@@ -79,6 +79,7 @@ TM_INLINE void tm_free_inline(void *p) {
   if (TM_UNLIKELY(idx >= s->capacity)) return tm_free_local_bad(p, s);
   uint64_t *word = p;
   if (TM_UNLIKELY(word[1] == tm_free_key())) return tm_free_suspect(h, s, p); /* freed twice? */
+  if (TIDE_HARDENED && TM_UNLIKELY(!tm_guard_check_block("free", p, s->block_size))) return;
 #if TIDE_DEBUG
   if (tm_block_is_free(h, s, p)) return tm_report_invalid("free", p, "double free");
   memset(p, 0xdf, s->block_size);
@@ -165,11 +166,19 @@ static void *tm_realloc(void *p, size_t size) {
  * The hardened build (src/guard.c) asks every block 8 bytes larger, seals
  * its end after allocating and checks it before freeing or resizing. */
 #if TIDE_HARDENED
-TM_INLINE void *tm_malloc_api(size_t size) { return tm_guard_seal(tm_malloc_inline(tm_guard_size(size)), size); }
-
-TM_INLINE void tm_free_api(void *p) {
-  if (tm_guard_check("free", p)) tm_free_inline(p);
+TM_INLINE void *tm_malloc_api(size_t size) {
+  size_t g = tm_guard_size(size);
+  if (TM_LIKELY(g <= TM_SMALL_MAX)) { /* the class tells the usable size: no lookup */
+    unsigned c = tm_size_class(g);
+    void *p = tm_malloc_class(c);
+    return p ? tm_guard_seal_in(p, size, tm_class_size(c)) : NULL;
+  }
+  return tm_guard_seal(tm_malloc_big(g, false), size);
 }
+
+/* free checks the block's end where it finds the block (tm_free_inline,
+ * tm_free_other): no second lookup. */
+TM_INLINE void tm_free_api(void *p) { tm_free_inline(p); }
 
 static void *tm_calloc_api(size_t total) { return tm_guard_seal(tm_calloc(tm_guard_size(total)), total); }
 

@@ -545,6 +545,7 @@ void tm_free_other(void *p, tm_span *s, const char *who) {
       tm_report_invalid(who, p, "invalid pointer");
       return;
     }
+    if (TIDE_HARDENED && !tm_guard_check_block(who, p, s->block_size)) return;
     tm_heap *h = tm_heap_tls;
     if (tm_span_owner(s) == h) {
       /* our own full span (the tag sent us here): free into its bitmap and
@@ -573,9 +574,11 @@ void tm_free_other(void *p, tm_span *s, const char *who) {
     ((uint64_t *)p)[1] = tm_free_key(); /* a second free, from any thread, is caught above */
     tm_remote_free(s, p);
   } else if (kind == TM_SPAN_LARGE && p == s->start) {
+    if (TIDE_HARDENED && !tm_guard_check_block(who, p, s->large_size)) return;
     tm_perturb_free(p, s->large_size);
     tm_large_free(s);
   } else if (kind == TM_SPAN_HUGE && p == s->start) {
+    if (TIDE_HARDENED && !tm_guard_check_block(who, p, s->large_size)) return;
     tm_huge_free(tm_segment_base(s), s);
   } else {
     tm_report_invalid(who, p, kind == TM_SPAN_FREE ? "double free or invalid pointer" : "invalid pointer");

@@ -541,7 +541,9 @@ void tm_heap_catch_up(void);
 /* The hardened build's block trailers (guard.c). */
 size_t tm_guard_size(size_t n);
 void *tm_guard_seal(void *p, size_t n);
-bool tm_guard_check(const char *who, void *p);
+void *tm_guard_seal_in(void *p, size_t n, size_t usable); /* usable: p's usable size */
+bool tm_guard_check(const char *who, void *p);                         /* looks p up */
+bool tm_guard_check_block(const char *who, void *p, size_t usable); /* p's usable size known */
 size_t tm_guard_requested(const void *p);
 void tm_free_other(void *p, tm_span *s, const char *who);
 void tm_free_slow(void *p, const char *who);
