@@ -391,19 +391,32 @@ static void sc_double_free_remote_cached(void *arg) {
   free(after);
 }
 
+/* Run a scenario in a child: it must abort with `needle` on stderr. */
+static void expect_abort_with(void (*sc)(void *), void *arg, const char *needle, const char *what) {
+  struct child_result *r = malloc(sizeof *r);
+  ck_assert_ptr_nonnull(r);
+  run_child(sc, arg, r);
+  ck_assert_msg(aborted(r) && strstr(r->err, needle) != NULL, "%s: child %s; stdout: %s; stderr:\n%s", what,
+                status_str(r), r->out, r->err);
+  free(r);
+}
+
 /* A block freed by another thread sits on its span's thread_free list
  * until the owner collects it. A second free of it, from that thread or
  * from the owner, must be reported at once: pushed again, the list loops;
  * cached by the owner, the block is handed out twice. */
+static void free_remote_joined(void) {
+  pthread_t t;
+  if (pthread_create(&t, NULL, free_remote, NULL) != 0) _exit(3);
+  pthread_join(t, NULL);
+}
+
 static void sc_double_free_remote_twice(void *arg) {
   (void)arg;
   void *keep = malloc(48);
   g_remote_block = malloc(48);
-  pthread_t t;
-  if (pthread_create(&t, NULL, free_remote, NULL) != 0) _exit(3);
-  pthread_join(t, NULL);
-  if (pthread_create(&t, NULL, free_remote, NULL) != 0) _exit(3);
-  pthread_join(t, NULL);
+  free_remote_joined();
+  free_remote_joined();
   printf("not reported at the second free\n");
   fflush(stdout);
   free(keep);
@@ -413,9 +426,7 @@ static void sc_double_free_remote_then_owner(void *arg) {
   (void)arg;
   void *keep = malloc(48);
   g_remote_block = malloc(48);
-  pthread_t t;
-  if (pthread_create(&t, NULL, free_remote, NULL) != 0) _exit(3);
-  pthread_join(t, NULL);
+  free_remote_joined();
   do_free(g_remote_block); /* the owner frees it again */
   void *a = malloc(48), *b = malloc(48);
   printf("not reported: malloc gave %p %p (the block was %p)\n", a, b, g_remote_block);
@@ -467,41 +478,22 @@ START_TEST(t_double_free_remote_list) {
   ck_assert_msg(aborted(r) && strstr(r->err, "double free") != NULL && !strstr(r->out, "not reported"),
                 "a block freed twice by another thread: child %s; stdout: %s; stderr:\n%s", status_str(r), r->out,
                 r->err);
-  run_child(sc_double_free_remote_then_owner, NULL, r);
-  ck_assert_msg(aborted(r) && strstr(r->err, "double free") != NULL,
-                "a block freed by another thread, then by its owner: child %s; stdout: %s; stderr:\n%s",
-                status_str(r), r->out, r->err);
   free(r);
+  expect_abort_with(sc_double_free_remote_then_owner, NULL, "double free",
+                    "a block freed by another thread, then by its owner");
 }
 END_TEST
 
 START_TEST(t_cache_link_overwrite) {
-  struct child_result *r = malloc(sizeof *r);
-  ck_assert_ptr_nonnull(r);
-  run_child(sc_cache_link_overwrite, NULL, r);
-  ck_assert_msg(aborted(r) && strstr(r->err, "corrupted free block") != NULL,
-                "a cache link overwritten with a pointer: child %s; stdout: %s; stderr:\n%s", status_str(r), r->out,
-                r->err);
-  run_child(sc_cache_link_zeroed, NULL, r);
-  ck_assert_msg(aborted(r) && strstr(r->err, "corrupted free block") != NULL,
-                "a cache link overwritten with zeroes: child %s; stdout: %s; stderr:\n%s", status_str(r), r->out,
-                r->err);
-  run_child(sc_cache_link_then_large, NULL, r);
-  ck_assert_msg(aborted(r) && strstr(r->err, "corrupted free block") != NULL,
-                "a cache link overwritten, then a large malloc: child %s; stdout: %s; stderr:\n%s", status_str(r),
-                r->out, r->err);
-  free(r);
+  expect_abort_with(sc_cache_link_overwrite, NULL, "corrupted free block", "a cache link overwritten with a pointer");
+  expect_abort_with(sc_cache_link_zeroed, NULL, "corrupted free block", "a cache link overwritten with zeroes");
+  expect_abort_with(sc_cache_link_then_large, NULL, "corrupted free block",
+                    "a cache link overwritten, then a large malloc");
 }
 END_TEST
 
 START_TEST(t_double_free_remote_cached) {
-  struct child_result *r = malloc(sizeof *r);
-  ck_assert_ptr_nonnull(r);
-  run_child(sc_double_free_remote_cached, NULL, r);
-  ck_assert_msg(aborted(r) && strstr(r->err, "double free") != NULL,
-                "a remote double free of a cached block: child %s; stdout: %s; stderr:\n%s", status_str(r), r->out,
-                r->err);
-  free(r);
+  expect_abort_with(sc_double_free_remote_cached, NULL, "double free", "a remote double free of a cached block");
 }
 END_TEST
 
