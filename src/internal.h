@@ -435,6 +435,7 @@ void tm_span_collect(tm_span *s); /* move thread_free blocks into the bitmap */
 void tm_span_collect_word(tm_span *s, uintptr_t taken);
 bool tm_span_free_block(tm_span *s, void *p, uint32_t idx); /* false: double free, reported */
 void tm_span_retire(tm_span *s);  /* give the slices back (global lock NOT held) */
+size_t tm_span_free_slices(tm_span *s); /* its last step (global lock held); returns the bytes */
 bool tm_class_needs_bitmap(unsigned c, unsigned nslices);
 bool tm_span_block_index(tm_span *s, const void *p, uint32_t *idx);
 int tm_span_check(tm_span *s, tm_heap *expected_owner);

@@ -421,10 +421,7 @@ size_t tm_orphans_sweep(void) {
       if (s->used == 0) {
         *link = s->next;
         tm_orphan_count--;
-        size_t bytes = (size_t)s->slice_count << TM_SLICE_SHIFT;
-        TM_STAT_SUB(span_bytes, bytes);
-        freed += bytes;
-        tm_slices_free(s);
+        freed += tm_span_free_slices(s);
       } else {
         link = &s->next;
       }

@@ -276,6 +276,17 @@ void tm_span_collect_word(tm_span *s, uintptr_t taken) {
   }
 }
 
+/* The last step of every retirement (an owner's empty span, an exited
+ * thread's, an empty orphan): the slices go back to the segment. Global
+ * lock held; returns the bytes. */
+size_t tm_span_free_slices(tm_span *s) {
+  TM_ASSERT(s->used == 0 && tm_lock_is_held(&tm_global_lock));
+  size_t bytes = (size_t)s->slice_count << TM_SLICE_SHIFT;
+  TM_STAT_SUB(span_bytes, bytes);
+  tm_slices_free(s);
+  return bytes;
+}
+
 void tm_span_retire(tm_span *s) {
   TM_ASSERT(s->used == 0);
   unsigned was = tm_notice_close(s, false);
@@ -283,8 +294,7 @@ void tm_span_retire(tm_span *s) {
   (void)was;
   tm_span_set_owner(s, NULL, false);
   tm_lock(&tm_global_lock);
-  TM_STAT_SUB(span_bytes, (size_t)s->slice_count << TM_SLICE_SHIFT);
-  tm_slices_free(s);
+  tm_span_free_slices(s);
   tm_unlock(&tm_global_lock);
 }
 

@@ -113,8 +113,7 @@ static void tm_heap_abandon(tm_heap *h, bool after_fork) {
       tm_span_collect(s);
       if (after_fork) tm_span_resync(s);
       if (s->used == 0) {
-        TM_STAT_SUB(span_bytes, (size_t)s->slice_count << TM_SLICE_SHIFT);
-        tm_slices_free(s);
+        tm_span_free_slices(s);
       } else {
         tm_orphan_push(s);
       }
