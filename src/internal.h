@@ -504,13 +504,16 @@ extern uintptr_t tm_link_key;
  * (2^-64) only costs that check. */
 TM_INLINE uint64_t tm_free_key(void) { return tm_free_key_v; }
 
-/* Cache links are stored encoded, as glibc's safe-linking does, with a
- * random key besides: word 0 of a cached block holds next ^ (its own address
- * >> 12) ^ tm_link_key. An overflow or use-after-free that writes a plain
- * pointer there decodes to a misaligned address, which the pop catches
- * (tm_cache_corrupt), instead of handing out memory the program chose. */
+/* In the hardened build, cache links are stored encoded, as glibc's
+ * safe-linking does, with a random key besides: word 0 of a cached block
+ * holds next ^ (its own address >> 12) ^ tm_link_key. An overflow or
+ * use-after-free that writes a plain pointer there decodes to a misaligned
+ * address, which the pop catches (tm_cache_corrupt), instead of handing out
+ * memory the program chose. Not in the default build: it cost dist_app
+ * 1.0-1.3% (paired medians of 31 and 61 alternations), above the 1% it was
+ * allowed (doc/results.md). -DTIDE_SAFE_LINKS=1 turns it on alone. */
 #ifndef TIDE_SAFE_LINKS
-#define TIDE_SAFE_LINKS 1 /* 0 only to measure what it costs */
+#define TIDE_SAFE_LINKS TIDE_HARDENED
 #endif
 /* The low 4 bits of the mask are always set: a stored link always has them
  * set, so any 16-aligned value written over it (a plain pointer, zeroes)
