@@ -19,6 +19,8 @@ tm_span tm_empty_span; /* summary 0: every pop fails */
 
 /* ---- span queues (h->lock) ----------------------------------------------- */
 static void tm_queue_push_front(tm_queue *q, tm_span *s) {
+  TM_ASSERT(s->next == NULL && s->prev == NULL && q->first != s); /* on no queue */
+  TM_ASSERT(tm_span_kind(s) == TM_SPAN_SMALL);
   s->prev = NULL;
   s->next = q->first;
   if (q->first)
@@ -29,6 +31,8 @@ static void tm_queue_push_front(tm_queue *q, tm_span *s) {
 }
 
 static void tm_queue_remove(tm_queue *q, tm_span *s) {
+  TM_ASSERT(s->prev ? s->prev->next == s : q->first == s); /* on this queue */
+  TM_ASSERT(s->next ? s->next->prev == s : q->last == s);
   if (s->prev)
     s->prev->next = s->next;
   else
@@ -41,6 +45,7 @@ static void tm_queue_remove(tm_queue *q, tm_span *s) {
 }
 
 static void tm_heap_make_full(tm_heap *h, tm_span *s) {
+  TM_ASSERT(tm_heap_locked(h) && s->queue != TM_Q_FULL);
   s->queue = TM_Q_FULL;
   tm_span_set_owner(s, h, true);
   tm_queue_push_front(&h->full, s);
@@ -117,6 +122,7 @@ void tm_heap_unlock(tm_heap *h) {
  * span that is not the current one is retired unless it is the only spare
  * span of its class (kept to avoid churn at a boundary) or `all` is set. */
 static void tm_heap_reconsider(tm_heap *h, tm_span *s, bool all) {
+  TM_ASSERT(tm_heap_locked(h) && tm_span_owner(s) == h && tm_span_kind(s) == TM_SPAN_SMALL);
   tm_queue *pq = &h->partial[s->size_class];
   if (s->queue == TM_Q_FULL) {
     if (!s->summary && !tm_span_refresh(s)) return;
@@ -287,6 +293,7 @@ bool tm_block_is_free(tm_heap *h, tm_span *s, void *p) {
 }
 
 static void tm_cache_push(tm_cache *k, void *p) {
+  TM_ASSERT(tm_cache_n(k) < TM_CACHE_MAX + 1 && p != k->head);
   tm_link_set(p, k->head);
   k->head = p;
   tm_cache_set_n(k, tm_cache_n(k) + 1);

@@ -193,6 +193,7 @@ unsigned tm_span_pop_batch(tm_span *s, void **out, unsigned n) {
     if (!w) sum &= sum - 1; /* (also drops a summary bit that was only a hint) */
   }
   s->summary = sum;
+  TM_ASSERT(s->used + got <= s->capacity && tm_span_kind(s) == TM_SPAN_SMALL);
   s->used = (uint16_t)(s->used + got);
   if (got) {
     /* the pages these blocks are on are in use again: not free since the
@@ -237,6 +238,8 @@ bool tm_span_block_index(tm_span *s, const void *p, uint32_t *idx) {
 
 /* Mark block idx (at p) free in the bitmap. */
 bool tm_span_free_block(tm_span *s, void *p, uint32_t idx) {
+  TM_ASSERT(tm_span_kind(s) == TM_SPAN_SMALL && idx < s->capacity);
+  TM_ASSERT((uint8_t *)p == s->start + (size_t)idx * s->block_size);
   uint64_t bit = (uint64_t)1 << (idx & 63);
   uint64_t *word = &tm_span_bits(s)[idx >> 6];
   if (*word & bit) {
@@ -248,6 +251,7 @@ bool tm_span_free_block(tm_span *s, void *p, uint32_t idx) {
 #endif
   *word |= bit;
   s->summary |= (uint64_t)1 << (idx >> 6);
+  TM_ASSERT(s->used > 0); /* a live block was counted */
   s->used--;
   s->changed = 1;
   return true;
