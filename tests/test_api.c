@@ -1346,7 +1346,7 @@ static Suite *api_suite(void) {
 
   tc = tcase_create("impossible");
   tcase_add_test(tc, t_impossible_sizes);
-  tcase_add_test(tc, t_rlimit_as);
+  tcase_add_test_native(tc, t_rlimit_as, "qemu-user ignores setrlimit(RLIMIT_AS) (it returns 0)");
   tcase_add_test(tc, t_unbackable_sizes);
   tcase_set_timeout(tc, 60);
   suite_add_tcase(s, tc);

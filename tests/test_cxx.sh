@@ -28,7 +28,7 @@ case $expected in
 esac
 
 rc=0
-LD_PRELOAD="$tide_lib" CXX_FORMS_EXPECT_TIDEMALLOC=1 "$prog" >"$tmp/out" 2>"$tmp/err" || rc=$?
+env "$tide_preload" CXX_FORMS_EXPECT_TIDEMALLOC=1 "$prog" >"$tmp/out" 2>"$tmp/err" || rc=$?
 status=0
 if [ "$rc" -ne 0 ]; then
   echo "FAIL: cxx_forms with tidemalloc preloaded exited with status $rc" >&2

@@ -15,7 +15,7 @@ trap 'rm -rf "$tmp"' EXIT INT TERM
 status=0
 for round in 1 2 3 4 5; do
   rc=0
-  LD_PRELOAD="$tide_lib" "$prog" >"$tmp/out" 2>"$tmp/err" || rc=$?
+  env "$tide_preload" "$prog" >"$tmp/out" 2>"$tmp/err" || rc=$?
   got=$(cat "$tmp/out")
   if [ "$rc" -ne 0 ] || [ "$got" != "early: ok tidemalloc=yes" ]; then
     echo "FAIL (round $round): status $rc, output: $got" >&2

@@ -1137,12 +1137,12 @@ static Suite *stress_suite(void) {
   suite_add_tcase(s, tc);
 
   tc = tcase_create("fork");
-  tcase_add_test(tc, t_fork_while_allocating);
+  tcase_add_test_native(tc, t_fork_while_allocating, EMU_THREAD_AFTER_FORK);
   tcase_set_timeout(tc, 120);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("sigfork");
-  tcase_add_test(tc, t_fork_in_signal_handler);
+  tcase_add_test_native(tc, t_fork_in_signal_handler, EMU_THREAD_AFTER_FORK);
   tcase_set_timeout(tc, 120);
   suite_add_tcase(s, tc);
   return s;

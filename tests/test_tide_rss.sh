@@ -228,6 +228,11 @@ case $rc in
   *) fail "tests/tide_lib.sh could not find the library"; tide_lib= ;;
 esac
 rc=0
+no_tide="no shared libtidemalloc"
+if [ -n "$tide_lib" ] && [ -n "${TIDETEST_EMULATOR:-}" ]; then
+  no_tide="the test programs run under $TIDETEST_EMULATOR (cross build): $py cannot preload the library"
+  tide_lib=
+fi
 
 if [ -n "$tide_lib" ]; then
   tide_real=$(readlink -f "$tide_lib")
@@ -280,7 +285,7 @@ if [ -n "$tide_lib" ]; then
     ok "--alloc glibc removes LD_PRELOAD"
   fi
 else
-  echo "SKIP (partly): no shared libtidemalloc; --alloc tide not tested" >&2
+  echo "SKIP (partly): $no_tide; --alloc tide, and --alloc glibc with a preload inherited, not tested" >&2
 fi
 
 # A ramp (1 MiB more every 10 ms): distinct samples, so that the mean and

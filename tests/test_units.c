@@ -313,7 +313,8 @@ int main(void) {
   tcase_add_test(tc, t_check_detects_corruption);
   tcase_add_test(tc, t_registry);
   tcase_add_test(tc, t_segment_cache_bound);
-  tcase_add_test(tc, t_nohuge_before_page_purge);
+  tcase_add_test_native(tc, t_nohuge_before_page_purge,
+                        "qemu-user ignores madvise(MADV_NOHUGEPAGE) (it returns 0; no \"nh\" in VmFlags)");
   tcase_add_test(tc, t_no_nohuge_without_thp_always);
   tcase_add_test(tc, t_delay_next);
   tcase_add_test(tc, t_map_aligned_wrap);
