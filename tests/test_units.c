@@ -189,6 +189,27 @@ START_TEST(t_registry) {
 }
 END_TEST
 
+/* 48 bits (aarch64's user space): regions above 2^47 have registry bytes
+ * of their own, not the ones of the region 2^47 below (x86_64 never maps
+ * there, so this is the arithmetic the lookup uses); at and above 2^48
+ * nothing is ours, whatever the low bits say. */
+START_TEST(t_registry_48_bits) {
+  void *p = malloc(100);
+  uintptr_t a = (uintptr_t)p;
+  ck_assert_uint_eq(tm_registry_get(a), TM_REG_SEGMENT);
+  uintptr_t up = a ^ ((uintptr_t)1 << 47);
+  ck_assert_uint_ne(tm_reg_index(up), tm_reg_index(a));
+  ck_assert_uint_lt(tm_reg_index(up), (uintptr_t)1 << TM_REGISTRY_BITS);
+  ck_assert_uint_lt(tm_reg_index(up) >> TM_REG_LEAF_BITS, (uintptr_t)1 << TM_REG_TOP_BITS);
+  for (unsigned bit = 48; bit < 64; bit++) {
+    ck_assert_uint_eq(tm_registry_get(a | ((uintptr_t)1 << bit)), TM_REG_NONE);
+    ck_assert_ptr_null(tm_segment_of((void *)(a | ((uintptr_t)1 << bit))));
+  }
+  ck_assert_uint_eq(tm_registry_get(~(uintptr_t)0), TM_REG_NONE);
+  free(p);
+}
+END_TEST
+
 /* VmFlags of the mapping holding addr contain flag (e.g. "nh"). */
 static bool vm_flag(const void *addr, const char *flag) {
   FILE *f = fopen("/proc/self/smaps", "r");
@@ -312,6 +333,7 @@ int main(void) {
   tcase_add_test(tc, t_free_pages_match_reference);
   tcase_add_test(tc, t_check_detects_corruption);
   tcase_add_test(tc, t_registry);
+  tcase_add_test(tc, t_registry_48_bits);
   tcase_add_test(tc, t_segment_cache_bound);
   tcase_add_test_native(tc, t_nohuge_before_page_purge,
                         "qemu-user ignores madvise(MADV_NOHUGEPAGE) (it returns 0; no \"nh\" in VmFlags)");
