@@ -42,13 +42,7 @@ static pthread_barrier_t barrier;
 
 static void *new_block(struct worker *w)
 {
-	size_t n = wl_range(&w->rng, min_size, max_size);
-	void *p = malloc(n);
-
-	if (p == NULL)
-		wl_oom(PROG, n);
-	wl_fill(p, n);
-	return p;
+	return wl_new_block(PROG, wl_range(&w->rng, min_size, max_size));
 }
 
 static void *run(void *arg)
@@ -69,8 +63,7 @@ static void *run(void *arg)
 		void *old = atomic_exchange_explicit(&pool[k], p,
 						     memory_order_acq_rel);
 		if (old != NULL) {
-			wl_check(PROG, old, max_size);
-			free(old);
+			wl_free_block(PROG, old, max_size);
 			w->frees++;
 		}
 	}
@@ -120,32 +113,18 @@ int main(int argc, char **argv)
 		workers[t].rng = wl_seed(seed, t);
 	}
 
-	pthread_barrier_init(&barrier, NULL, nthreads + 1);
-	for (unsigned t = 0; t < nthreads; t++) {
-		int e = pthread_create(&workers[t].tid, NULL, run, &workers[t]);
-		if (e != 0) {
-			fprintf(stderr, "larson: pthread_create: %s\n",
-				strerror(e));
-			return 1;
-		}
-	}
-	pthread_barrier_wait(&barrier);	/* pool full */
-	double t0 = wl_now();
-	pthread_barrier_wait(&barrier);	/* go */
-	for (unsigned t = 0; t < nthreads; t++)
-		pthread_join(workers[t].tid, NULL);
-	double secs = wl_now() - t0;
+	/* The clock starts once the pool is full ("go": the second barrier
+	 * round). */
+	double secs = WL_TIMED_RUN(PROG, &barrier, 1, run, workers, nthreads,
+				   NULL);
 
-	uint64_t mallocs = 0, frees = 0, left = 0;
-	for (unsigned t = 0; t < nthreads; t++) {
-		mallocs += workers[t].mallocs;
-		frees += workers[t].frees;
-	}
+	uint64_t mallocs = WL_SUM(workers, nthreads, mallocs);
+	uint64_t frees = WL_SUM(workers, nthreads, frees);
+	uint64_t left = 0;
 	for (uint64_t k = 0; k < nblocks; k++) {
 		void *p = atomic_load_explicit(&pool[k], memory_order_acquire);
 		if (p != NULL) {
-			wl_check(PROG, p, max_size);
-			free(p);
+			wl_free_block(PROG, p, max_size);
 			left++;
 		}
 	}
@@ -165,6 +144,6 @@ int main(int argc, char **argv)
 		 (unsigned long long)min_size, (unsigned long long)max_size,
 		 (unsigned long long)seed, (unsigned long long)mallocs,
 		 (unsigned long long)frees, secs,
-		 secs > 0 ? (double)(mallocs + frees) / secs : 0.0);
+		 wl_rate((double)(mallocs + frees), secs));
 	return 0;
 }

@@ -99,10 +99,8 @@ static inline size_t draw_slot(uint64_t *rng)
 static void new_block(struct worker *w, size_t k)
 {
 	size_t n = draw_size(&w->rng);
-	unsigned char *p = malloc(n);
+	unsigned char *p = wl_xmalloc(PROG, n);
 
-	if (p == NULL)
-		wl_oom(PROG, n);
 	memset(p, fill_byte(n), n);
 	if (n >= WL_MIN_SIZE)
 		wl_fill(p, n);	/* header word, last byte (and page bytes) */
@@ -203,38 +201,23 @@ int main(int argc, char **argv)
 		workers[t].size = wl_map(PROG, sizeof(uint32_t) * live);
 	}
 
-	pthread_barrier_init(&barrier, NULL, nthreads + 1);
-	for (unsigned t = 0; t < nthreads; t++) {
-		int e = pthread_create(&workers[t].tid, NULL, run, &workers[t]);
-		if (e != 0) {
-			fprintf(stderr, "%s: pthread_create: %s\n", PROG,
-				strerror(e));
-			return 1;
-		}
-	}
-	pthread_barrier_wait(&barrier);	/* filled */
-	double t0 = wl_now();
-	pthread_barrier_wait(&barrier);	/* go */
-	for (unsigned t = 0; t < nthreads; t++)
-		pthread_join(workers[t].tid, NULL);
-	double secs = wl_now() - t0;
+	/* The clock starts once every array is filled ("go": the second
+	 * barrier round). */
+	double secs = WL_TIMED_RUN(PROG, &barrier, 1, run, workers, nthreads,
+				   NULL);
 
-	uint64_t mallocs = 0, frees = 0;
 	for (unsigned t = 0; t < nthreads; t++) {
 		struct worker *w = &workers[t];
-		mallocs += w->mallocs;
-		frees += w->frees;
 		for (uint64_t k = 0; k < live; k++) {
 			check_block(w, k);
 			free(w->slot[k]);
 			w->slot[k] = NULL;
 		}
 	}
-	if (frees != mallocs || mallocs != ops_per_thread * nthreads) {
-		fprintf(stderr, "%s: %llu mallocs but %llu frees\n", PROG,
-			(unsigned long long)mallocs, (unsigned long long)frees);
-		return 1;
-	}
+	uint64_t mallocs = WL_SUM(workers, nthreads, mallocs);
+	uint64_t frees = WL_SUM(workers, nthreads, frees);
+	wl_check_counts(PROG, mallocs, frees,
+			mallocs == ops_per_thread * nthreads);
 
 	WL_PRINT("%s: threads=%u ops=%llu live=%llu min=%llu max=%llu "
 		 "large=%llu largemax=%llu seed=0x%llx mallocs=%llu frees=%llu "
@@ -244,6 +227,6 @@ int main(int argc, char **argv)
 		 (unsigned long long)max_size, (unsigned long long)large_pm,
 		 (unsigned long long)large_max, (unsigned long long)seed,
 		 (unsigned long long)mallocs, (unsigned long long)frees, secs,
-		 secs > 0 ? (double)(mallocs + frees) / secs : 0.0);
+		 wl_rate((double)(mallocs + frees), secs));
 	return 0;
 }

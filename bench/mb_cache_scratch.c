@@ -97,9 +97,7 @@ static void *run(void *arg)
 	w->frees++;
 
 	for (uint64_t i = 0; i < w->iters; i++) {
-		unsigned char *p = malloc(n);
-		if (p == NULL)
-			wl_oom(PROG, n);
+		unsigned char *p = wl_xmalloc(PROG, n);
 		escape(p);
 		volatile unsigned char *v = p;
 		unsigned char base = (unsigned char)(w->salt + i);
@@ -150,39 +148,19 @@ int main(int argc, char **argv)
 		w->iters = total_iters / nthreads +
 			   (t < total_iters % nthreads ? 1 : 0);
 		/* Made here, back to back, by the main thread. */
-		w->given = malloc((size_t)obj_size);
-		if (w->given == NULL)
-			wl_oom(PROG, (size_t)obj_size);
+		w->given = wl_xmalloc(PROG, (size_t)obj_size);
 		for (size_t j = 0; j < obj_size; j++)
 			w->given[j] = (unsigned char)(w->salt ^ j);
 		mallocs++;
 	}
 
-	pthread_barrier_init(&start_barrier, NULL, (unsigned)nthreads + 1);
-	for (unsigned t = 0; t < nthreads; t++) {
-		int e = pthread_create(&workers[t].tid, NULL, run, &workers[t]);
-		if (e != 0) {
-			fprintf(stderr, "%s: pthread_create: %s\n", PROG,
-				strerror(e));
-			return 1;
-		}
-	}
-	pthread_barrier_wait(&start_barrier);
-	double t0 = wl_now();
-	for (unsigned t = 0; t < nthreads; t++)
-		pthread_join(workers[t].tid, NULL);
-	double secs = wl_now() - t0;
+	double secs = WL_TIMED_RUN(PROG, &start_barrier, 0, run, workers,
+				   nthreads, NULL);
 
-	uint64_t frees = 0;
-	for (unsigned t = 0; t < nthreads; t++) {
-		mallocs += workers[t].mallocs;
-		frees += workers[t].frees;
-	}
-	if (frees != mallocs || mallocs != total_iters + nthreads) {
-		fprintf(stderr, "%s: %llu mallocs but %llu frees\n", PROG,
-			(unsigned long long)mallocs, (unsigned long long)frees);
-		return 1;
-	}
+	mallocs += WL_SUM(workers, nthreads, mallocs);
+	uint64_t frees = WL_SUM(workers, nthreads, frees);
+	wl_check_counts(PROG, mallocs, frees,
+			mallocs == total_iters + nthreads);
 
 	WL_PRINT("%s: threads=%llu iters=%llu size=%llu writes=%llu "
 		 "seed=0x%llx mallocs=%llu frees=%llu byte_writes=%llu "
@@ -192,6 +170,6 @@ int main(int argc, char **argv)
 		 (unsigned long long)writes, (unsigned long long)seed,
 		 (unsigned long long)mallocs, (unsigned long long)frees,
 		 (unsigned long long)(total_iters * obj_size * (writes + 1)),
-		 secs, secs > 0 ? (double)(mallocs + frees) / secs : 0.0);
+		 secs, wl_rate((double)(mallocs + frees), secs));
 	return 0;
 }

@@ -55,15 +55,6 @@ static uint64_t scenario, min_size, max_size, mincount, maxcount, pairs,
 	seed, verbose;
 static void **arr;		/* the blocks of one round (mmap'ed) */
 
-static void bad_block(const void *p, const char *what)
-	__attribute__((noreturn, cold));
-static void bad_block(const void *p, const char *what)
-{
-	fprintf(stderr, "%s: corrupted block %p: %s\n", PROG, p, what);
-	fflush(stderr);
-	exit(1);
-}
-
 struct result {
 	double secs;
 	uint64_t pairs;
@@ -84,9 +75,7 @@ static void run_configs(unsigned sc, struct result *res)
 			double t0 = wl_now();
 			for (uint64_t r = 0; r < rounds; r++) {
 				for (uint64_t i = 0; i < count; i++) {
-					unsigned char *p = malloc(n);
-					if (p == NULL)
-						wl_oom(PROG, n);
+					unsigned char *p = wl_xmalloc(PROG, n);
 					uint64_t word = h ^ i;
 					memcpy(p, &word, sizeof(word));
 					p[n - 1] = (unsigned char)(h >> 40 ^ i);
@@ -97,10 +86,12 @@ static void run_configs(unsigned sc, struct result *res)
 					uint64_t word;
 					memcpy(&word, p, sizeof(word));
 					if (word != (h ^ i))
-						bad_block(p, "bad first word");
+						wl_corrupt(PROG, p,
+							   "bad first word");
 					if (p[n - 1] !=
 					    (unsigned char)(h >> 40 ^ i))
-						bad_block(p, "bad last byte");
+						wl_corrupt(PROG, p,
+							   "bad last byte");
 					free(p);
 				}
 			}
@@ -149,16 +140,6 @@ static void *parked(void *arg)
 	return NULL;
 }
 
-static void start_thread(pthread_t *tid, void *(*fn)(void *))
-{
-	int e = pthread_create(tid, NULL, fn, NULL);
-
-	if (e != 0) {
-		fprintf(stderr, "%s: pthread_create: %s\n", PROG, strerror(e));
-		exit(1);
-	}
-}
-
 int main(int argc, char **argv)
 {
 	scenario = 0;
@@ -205,7 +186,7 @@ int main(int argc, char **argv)
 		run_configs(1, &res);	/* no thread created yet */
 	if (scenario == 0 || scenario == 2) {
 		pthread_t tid;
-		start_thread(&tid, scenario2);
+		wl_spawn(PROG, &tid, scenario2, NULL);
 		pthread_join(tid, NULL);
 		res.secs += thread_res.secs;
 		res.pairs += thread_res.pairs;
@@ -213,7 +194,7 @@ int main(int argc, char **argv)
 	}
 	if (scenario == 0 || scenario == 3) {
 		pthread_t tid;
-		start_thread(&tid, parked);
+		wl_spawn(PROG, &tid, parked, NULL);
 		run_configs(3, &res);
 		pthread_mutex_lock(&park.lock);
 		park.done = 1;
@@ -233,6 +214,6 @@ int main(int argc, char **argv)
 		 res.configs, (unsigned long long)res.pairs,
 		 (unsigned long long)res.pairs,
 		 res.pairs ? secs * 1e9 / (double)res.pairs : 0.0, secs,
-		 secs > 0 ? 2.0 * (double)res.pairs / secs : 0.0);
+		 wl_rate(2.0 * (double)res.pairs, secs));
 	return 0;
 }

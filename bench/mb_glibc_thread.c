@@ -120,9 +120,7 @@ static void *run(void *arg)
 			free(old);
 			w->frees++;
 		}
-		void *p = malloc(n);
-		if (p == NULL)
-			wl_oom(PROG, n);
+		void *p = wl_xmalloc(PROG, n);
 		stamp(p, n);
 		w->mallocs++;
 		w->window[k] = p;
@@ -179,31 +177,12 @@ int main(int argc, char **argv)
 			w->sizes[i] = inverse_square_size(&w->rng);
 	}
 
-	pthread_barrier_init(&start_barrier, NULL, nthreads + 1);
-	for (unsigned t = 0; t < nthreads; t++) {
-		int e = pthread_create(&workers[t].tid, NULL, run, &workers[t]);
-		if (e != 0) {
-			fprintf(stderr, "%s: pthread_create: %s\n", PROG,
-				strerror(e));
-			return 1;
-		}
-	}
-	pthread_barrier_wait(&start_barrier);
-	double t0 = wl_now();
-	for (unsigned t = 0; t < nthreads; t++)
-		pthread_join(workers[t].tid, NULL);
-	double secs = wl_now() - t0;
+	double secs = WL_TIMED_RUN(PROG, &start_barrier, 0, run, workers,
+				   nthreads, NULL);
 
-	uint64_t mallocs = 0, frees = 0;
-	for (unsigned t = 0; t < nthreads; t++) {
-		mallocs += workers[t].mallocs;
-		frees += workers[t].frees;
-	}
-	if (frees != mallocs || mallocs != iters * nthreads) {
-		fprintf(stderr, "%s: %llu mallocs but %llu frees\n", PROG,
-			(unsigned long long)mallocs, (unsigned long long)frees);
-		return 1;
-	}
+	uint64_t mallocs = WL_SUM(workers, nthreads, mallocs);
+	uint64_t frees = WL_SUM(workers, nthreads, frees);
+	wl_check_counts(PROG, mallocs, frees, mallocs == iters * nthreads);
 
 	WL_PRINT("%s: threads=%u iters=%llu live=%llu min=%llu max=%llu "
 		 "seed=0x%llx mallocs=%llu frees=%llu seconds=%.6f "
@@ -212,6 +191,6 @@ int main(int argc, char **argv)
 		 (unsigned long long)live, (unsigned long long)min_size,
 		 (unsigned long long)max_size, (unsigned long long)seed,
 		 (unsigned long long)mallocs, (unsigned long long)frees, secs,
-		 secs > 0 ? (double)(mallocs + frees) / secs : 0.0);
+		 wl_rate((double)(mallocs + frees), secs));
 	return 0;
 }

@@ -91,19 +91,15 @@ static size_t draw_size(uint64_t *rng)
 
 static void *new_block(struct worker *w, size_t n)
 {
-	void *p = malloc(n);
+	void *p = wl_new_block(PROG, n);
 
-	if (p == NULL)
-		wl_oom(PROG, n);
-	wl_fill(p, n);
 	w->mallocs++;
 	return p;
 }
 
 static void drop(struct worker *w, void *p)
 {
-	wl_check(PROG, p, MAX_BLOCK);
-	free(p);
+	wl_free_block(PROG, p, MAX_BLOCK);
 	w->frees++;
 }
 
@@ -201,29 +197,21 @@ int main(int argc, char **argv)
 			struct worker *w = &workers[t];
 			w->rng = wl_seed(seed, r * nthreads + t);
 			w->steps = ops * (2 + ((t + r) & 3)) / 4;
-			int e = pthread_create(&w->tid, NULL, run, w);
-			if (e != 0) {
-				fprintf(stderr, "%s: pthread_create: %s\n",
-					PROG, strerror(e));
-				return 1;
-			}
+			wl_spawn(PROG, &w->tid, run, w);
 		}
-		for (unsigned t = 0; t < nthreads; t++)
-			pthread_join(workers[t].tid, NULL);
+		WL_JOIN_EACH(workers, nthreads);
 	}
 	double secs = wl_now() - t0;
 
 	/* Clean up (untimed): the last round's survivors, the transfers. */
-	uint64_t mallocs = 0, frees = 0, cleanup = 0;
+	uint64_t mallocs = WL_SUM(workers, nthreads, mallocs);
+	uint64_t frees = WL_SUM(workers, nthreads, frees);
+	uint64_t cleanup = 0;
 	for (unsigned t = 0; t < nthreads; t++) {
-		struct worker *w = &workers[t];
-		mallocs += w->mallocs;
-		frees += w->frees;
 		for (uint64_t k = 0; k < keep; k++) {
-			void *p = w->survivors[k];
+			void *p = workers[t].survivors[k];
 			if (p != NULL) {
-				wl_check(PROG, p, MAX_BLOCK);
-				free(p);
+				wl_free_block(PROG, p, MAX_BLOCK);
 				cleanup++;
 			}
 		}
@@ -232,18 +220,13 @@ int main(int argc, char **argv)
 		void *p = atomic_load_explicit(&transfer[j],
 					       memory_order_acquire);
 		if (p != NULL) {
-			wl_check(PROG, p, MAX_BLOCK);
-			free(p);
+			wl_free_block(PROG, p, MAX_BLOCK);
 			cleanup++;
 		}
 	}
 	uint64_t timed_ops = mallocs + frees;
 	frees += cleanup;
-	if (frees != mallocs) {
-		fprintf(stderr, "%s: %llu mallocs but %llu frees\n", PROG,
-			(unsigned long long)mallocs, (unsigned long long)frees);
-		return 1;
-	}
+	wl_check_counts(PROG, mallocs, frees, 1);
 
 	WL_PRINT("%s: threads=%u rounds=%llu ops=%llu live=%llu keep=%llu "
 		 "transfers=%llu seed=0x%llx mallocs=%llu frees=%llu "
@@ -253,6 +236,6 @@ int main(int argc, char **argv)
 		 (unsigned long long)keep, (unsigned long long)ntransfers,
 		 (unsigned long long)seed, (unsigned long long)mallocs,
 		 (unsigned long long)frees, secs,
-		 secs > 0 ? (double)timed_ops / secs : 0.0);
+		 wl_rate((double)timed_ops, secs));
 	return 0;
 }

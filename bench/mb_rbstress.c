@@ -341,10 +341,8 @@ static long verify_tree(const struct worker *w)
 
 static void *xmalloc(struct worker *w, size_t n)
 {
-	void *p = malloc(n);
+	void *p = wl_xmalloc(PROG, n);
 
-	if (p == NULL)
-		wl_oom(PROG, n);
 	w->mallocs++;
 	return p;
 }
@@ -513,37 +511,23 @@ int main(int argc, char **argv)
 		w->chunk = wl_map(PROG, sizeof(void *) * (chunk_max + 1));
 	}
 
+	/* The clock stops at the "all done" barrier, before the workers'
+	 * untimed verification and clean-up: no wl_timed_run here. */
 	pthread_barrier_init(&barrier, NULL, nthreads + 1);
-	for (unsigned t = 0; t < nthreads; t++) {
-		int e = pthread_create(&workers[t].tid, NULL, run, &workers[t]);
-		if (e != 0) {
-			fprintf(stderr, "%s: pthread_create: %s\n", PROG,
-				strerror(e));
-			return 1;
-		}
-	}
+	WL_SPAWN_EACH(PROG, run, workers, nthreads);
 	pthread_barrier_wait(&barrier);	/* ready */
 	double t0 = wl_now();
 	pthread_barrier_wait(&barrier);	/* go */
 	pthread_barrier_wait(&barrier);	/* all done */
 	double secs = wl_now() - t0;
-	for (unsigned t = 0; t < nthreads; t++)
-		pthread_join(workers[t].tid, NULL);
+	WL_JOIN_EACH(workers, nthreads);
 
-	uint64_t mallocs = 0, frees = 0, cleanup = 0, inserts = 0, deletes = 0;
-	for (unsigned t = 0; t < nthreads; t++) {
-		mallocs += workers[t].mallocs;
-		frees += workers[t].frees;
-		cleanup += workers[t].cleanup_frees;
-		inserts += workers[t].inserts;
-		deletes += workers[t].deletes;
-	}
-	if (frees + cleanup != mallocs) {
-		fprintf(stderr, "%s: %llu mallocs but %llu frees\n", PROG,
-			(unsigned long long)mallocs,
-			(unsigned long long)(frees + cleanup));
-		return 1;
-	}
+	uint64_t mallocs = WL_SUM(workers, nthreads, mallocs);
+	uint64_t frees = WL_SUM(workers, nthreads, frees);
+	uint64_t cleanup = WL_SUM(workers, nthreads, cleanup_frees);
+	uint64_t inserts = WL_SUM(workers, nthreads, inserts);
+	uint64_t deletes = WL_SUM(workers, nthreads, deletes);
+	wl_check_counts(PROG, mallocs, frees + cleanup, 1);
 
 	WL_PRINT("%s: threads=%u ops=%llu live=%llu short=%llu chunk=%llu "
 		 "big=%llu seed=0x%llx inserts=%llu deletes=%llu height=%ld "
@@ -555,6 +539,6 @@ int main(int argc, char **argv)
 		 (unsigned long long)deletes, workers[0].black_height,
 		 (unsigned long long)mallocs,
 		 (unsigned long long)(frees + cleanup), secs,
-		 secs > 0 ? (double)(mallocs + frees) / secs : 0.0);
+		 wl_rate((double)(mallocs + frees), secs));
 	return 0;
 }

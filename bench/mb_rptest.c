@@ -54,7 +54,6 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
-#include <sys/resource.h>
 
 #include "workload.h"
 
@@ -98,20 +97,15 @@ static size_t pick_size(uint64_t *rng)
 
 static void *new_block(struct worker *w)
 {
-	size_t n = pick_size(&w->rng);
-	void *p = malloc(n);
+	void *p = wl_new_block(PROG, pick_size(&w->rng));
 
-	if (p == NULL)
-		wl_oom(PROG, n);
-	wl_fill(p, n);
 	w->mallocs++;
 	return p;
 }
 
 static void free_block(struct worker *w, void *p)
 {
-	wl_check(PROG, p, max_size);
-	free(p);
+	wl_free_block(PROG, p, max_size);
 	w->frees++;
 }
 
@@ -202,16 +196,6 @@ static void *run(void *arg)
 	return NULL;
 }
 
-static double cpu_now(void)
-{
-	struct rusage ru;
-
-	getrusage(RUSAGE_SELF, &ru);
-	return (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
-	       ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) *
-	       1e-6;
-}
-
 int main(int argc, char **argv)
 {
 	uint64_t threads = 2;
@@ -258,32 +242,14 @@ int main(int argc, char **argv)
 		workers[t].slots = wl_map(PROG, sizeof(void *) * nblocks);
 	}
 
-	pthread_barrier_init(&start_barrier, NULL, nthreads + 1);
-	for (unsigned t = 0; t < nthreads; t++) {
-		int e = pthread_create(&workers[t].tid, NULL, run, &workers[t]);
-		if (e != 0) {
-			fprintf(stderr, "%s: pthread_create: %s\n", PROG,
-				strerror(e));
-			return 1;
-		}
-	}
-	pthread_barrier_wait(&start_barrier);
-	double t0 = wl_now(), c0 = cpu_now();
-	for (unsigned t = 0; t < nthreads; t++)
-		pthread_join(workers[t].tid, NULL);
-	double secs = wl_now() - t0, cpu = cpu_now() - c0;
+	double cpu;
+	double secs = WL_TIMED_RUN(PROG, &start_barrier, 0, run, workers,
+				   nthreads, &cpu);
 
-	uint64_t mallocs = 0, frees = 0, remote = 0;
-	for (unsigned t = 0; t < nthreads; t++) {
-		mallocs += workers[t].mallocs;
-		frees += workers[t].frees;
-		remote += workers[t].remote_frees;
-	}
-	if (frees != mallocs) {
-		fprintf(stderr, "%s: %llu mallocs but %llu frees\n", PROG,
-			(unsigned long long)mallocs, (unsigned long long)frees);
-		return 1;
-	}
+	uint64_t mallocs = WL_SUM(workers, nthreads, mallocs);
+	uint64_t frees = WL_SUM(workers, nthreads, frees);
+	uint64_t remote = WL_SUM(workers, nthreads, remote_frees);
+	wl_check_counts(PROG, mallocs, frees, 1);
 
 	double nops = (double)(mallocs + frees);
 	WL_PRINT("%s: threads=%u rounds=%llu loops=%llu blocks=%llu ops=%llu "
@@ -296,7 +262,6 @@ int main(int argc, char **argv)
 		 (unsigned long long)min_size, (unsigned long long)max_size,
 		 (unsigned long long)seed, (unsigned long long)mallocs,
 		 (unsigned long long)frees, (unsigned long long)remote, cpu,
-		 cpu > 0 ? nops / cpu : 0.0, secs,
-		 secs > 0 ? nops / secs : 0.0);
+		 wl_rate(nops, cpu), secs, wl_rate(nops, secs));
 	return 0;
 }

@@ -107,11 +107,7 @@ static void *producer(void *arg)
 		uint64_t n = left < batch_len ? left : batch_len;
 		for (uint64_t i = 0; i < n; i++) {
 			size_t sz = wl_range(&w->rng, min_size, max_size);
-			void *p = malloc(sz);
-			if (p == NULL)
-				wl_oom(PROG, sz);
-			wl_fill(p, sz);
-			b->p[i] = p;
+			b->p[i] = wl_new_block(PROG, sz);
 		}
 		b->n = n;
 		b->next = NULL;
@@ -166,14 +162,20 @@ static void *consumer(void *arg)
 			q.full_tail = NULL;
 		pthread_mutex_unlock(&q.lock);
 
-		for (uint64_t i = 0; i < b->n; i++) {
-			wl_check(PROG, b->p[i], max_size);
-			free(b->p[i]);
-		}
+		for (uint64_t i = 0; i < b->n; i++)
+			wl_free_block(PROG, b->p[i], max_size);
 		w->count += b->n;
 		done = b;
 	}
 	return NULL;
+}
+
+/* Workers 0..threads-1 produce, the next `threads' consume. */
+static void *run(void *arg)
+{
+	struct worker *w = arg;
+
+	return w->id < nthreads ? producer(w) : consumer(w);
 }
 
 int main(int argc, char **argv)
@@ -226,35 +228,13 @@ int main(int argc, char **argv)
 		workers[t].rng = wl_seed(seed, t);
 	}
 
-	pthread_barrier_init(&start_barrier, NULL, total + 1);
-	for (unsigned t = 0; t < total; t++) {
-		int e = pthread_create(&workers[t].tid, NULL,
-				       t < nthreads ? producer : consumer,
-				       &workers[t]);
-		if (e != 0) {
-			fprintf(stderr, "%s: pthread_create: %s\n", PROG,
-				strerror(e));
-			return 1;
-		}
-	}
-	pthread_barrier_wait(&start_barrier);
-	double t0 = wl_now();
-	for (unsigned t = 0; t < total; t++)
-		pthread_join(workers[t].tid, NULL);
-	double secs = wl_now() - t0;
+	double secs = WL_TIMED_RUN(PROG, &start_barrier, 0, run, workers,
+				   total, NULL);
 
-	uint64_t mallocs = 0, frees = 0;
-	for (unsigned t = 0; t < total; t++) {
-		if (t < nthreads)
-			mallocs += workers[t].count;
-		else
-			frees += workers[t].count;
-	}
-	if (mallocs != nthreads * ops_per_thread || frees != mallocs) {
-		fprintf(stderr, "%s: %llu mallocs but %llu frees\n", PROG,
-			(unsigned long long)mallocs, (unsigned long long)frees);
-		return 1;
-	}
+	uint64_t mallocs = WL_SUM(workers, nthreads, count);
+	uint64_t frees = WL_SUM(workers + nthreads, nthreads, count);
+	wl_check_counts(PROG, mallocs, frees,
+			mallocs == nthreads * ops_per_thread);
 
 	WL_PRINT("%s: threads=%llu ops=%llu batch=%llu depth=%llu min=%llu "
 		 "max=%llu seed=0x%llx mallocs=%llu frees=%llu seconds=%.6f "
@@ -265,6 +245,6 @@ int main(int argc, char **argv)
 		 (unsigned long long)min_size, (unsigned long long)max_size,
 		 (unsigned long long)seed, (unsigned long long)mallocs,
 		 (unsigned long long)frees, secs,
-		 secs > 0 ? (double)frees / secs : 0.0);
+		 wl_rate((double)frees, secs));
 	return 0;
 }

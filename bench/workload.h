@@ -1,7 +1,8 @@
 /*
  * workload.h: helpers shared by the benchmark workloads (xthread, larson,
- * churn, burst_idle, lifetimes).  Header-only, plain libc: the workloads are
- * never linked against tidemalloc, LD_PRELOAD chooses the allocator.
+ * churn, burst_idle, lifetimes, the mb_* programs, ...).  Header-only, plain
+ * libc (and pthreads): the workloads are never linked against tidemalloc,
+ * LD_PRELOAD chooses the allocator.
  *
  * - key=value argument parsing with a usage message (exit 2 on any bad word);
  * - a splitmix64 generator (deterministic given the seed);
@@ -10,8 +11,11 @@
  *   and one byte in every 4 KiB in between, so the allocator's memory is
  *   really touched; wl_check() verifies the header and the last byte before
  *   a block is freed and exits 1 on a mismatch;
- * - CLOCK_MONOTONIC time and VmRSS read without malloc, a phase line with
- *   both, a sleep, and mmap'ed bookkeeping.
+ * - CLOCK_MONOTONIC time, process CPU time and VmRSS read without malloc, a
+ *   phase line with both, a sleep, and mmap'ed bookkeeping;
+ * - threads: starting and joining an array of workers, the timed run from a
+ *   start barrier to the last join, and the end-of-run malloc/free count
+ *   check.
  */
 #ifndef TIDE_BENCH_WORKLOAD_H
 #define TIDE_BENCH_WORKLOAD_H
@@ -22,8 +26,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <time.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 /* Smallest block size: the header word needs 8 bytes, plus room for the
@@ -149,6 +155,25 @@ static inline double wl_now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* CPU seconds (user + system) used so far by the whole process, all
+ * threads: for figures per CPU second next to the wall-clock ones. */
+static inline double wl_cpu_now(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
+	       ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) *
+	       1e-6;
+}
+
+/* n events over secs seconds, 0 for an empty span (a run too short for
+ * the clock): the ops_per_sec figure of every workload's output line. */
+static inline double wl_rate(double n, double secs)
+{
+	return secs > 0 ? n / secs : 0.0;
+}
+
 /* VmRSS of this process in KiB, read with open/read into a stack buffer (no
  * malloc); -1 if it cannot be read. */
 static inline long wl_rss_kb(void)
@@ -221,6 +246,151 @@ static inline void *wl_map(const char *prog, size_t bytes)
 		exit(1);
 	}
 	return p;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Blocks.                                                                 */
+/* ---------------------------------------------------------------------- */
+
+static void wl_oom(const char *prog, size_t size)
+	__attribute__((noreturn, cold, unused));
+static void wl_oom(const char *prog, size_t size)
+{
+	fprintf(stderr, "%s: malloc(%zu) failed\n", prog, size);
+	fflush(stderr);
+	exit(1);
+}
+
+/* malloc(n) from the allocator under test; exits 1 (wl_oom) if it fails,
+ * so no workload has to carry on without its block. */
+static inline void *wl_xmalloc(const char *prog, size_t n)
+{
+	void *p = malloc(n);
+
+	if (p == NULL)
+		wl_oom(prog, n);
+	return p;
+}
+
+/* A new block of n >= WL_MIN_SIZE bytes stamped with wl_fill: the usual
+ * way a workload makes a block that wl_free_block will check. */
+static inline void *wl_new_block(const char *prog, size_t n)
+{
+	void *p = wl_xmalloc(prog, n);
+
+	wl_fill(p, n);
+	return p;
+}
+
+/* Check a block made by wl_new_block (wl_check, sizes up to max_size;
+ * exits 1 on a mismatch), then free it. */
+static inline void wl_free_block(const char *prog, void *p, size_t max_size)
+{
+	wl_check(prog, p, max_size);
+	free(p);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Threads.                                                                */
+/* ---------------------------------------------------------------------- */
+
+/* Start a thread running fn(arg), its id in *tid.  On failure print
+ * "prog: pthread_create: reason" and exit 1: a run with a thread missing
+ * has nothing to report. */
+static inline void wl_spawn(const char *prog, pthread_t *tid,
+			    void *(*fn)(void *), void *arg)
+{
+	int e = pthread_create(tid, NULL, fn, arg);
+
+	if (e != 0) {
+		fprintf(stderr, "%s: pthread_create: %s\n", prog, strerror(e));
+		exit(1);
+	}
+}
+
+/*
+ * The helpers below work on an array w of n per-thread structs (any struct
+ * with a pthread_t member `tid'), which they take as its base, its element
+ * size and the address of w[0].tid, so that one helper serves every
+ * workload's struct; the WL_* macros after them pass the three from w.
+ */
+
+/* Start n threads, thread t running fn(&w[t]) with its id in w[t].tid, in
+ * the order of the array (exits 1 as wl_spawn does). */
+static inline void wl_spawn_each(const char *prog, void *(*fn)(void *),
+				 void *base, size_t elem, pthread_t *tid0,
+				 size_t n)
+{
+	for (size_t t = 0; t < n; t++)
+		wl_spawn(prog, (pthread_t *)((char *)tid0 + t * elem), fn,
+			 (char *)base + t * elem);
+}
+
+/* Join the n threads of the array, in order. */
+static inline void wl_join_each(size_t elem, pthread_t *tid0, size_t n)
+{
+	for (size_t t = 0; t < n; t++)
+		pthread_join(*(pthread_t *)((char *)tid0 + t * elem), NULL);
+}
+
+/* The main thread's side of a run timed from a start barrier, so that
+ * thread creation and each worker's set-up stay out of the figure: size
+ * `start' for the n workers and the main thread, start the workers on fn
+ * (wl_spawn_each), wait on `start' with them (every worker waits once when
+ * it is ready), read the clock, wait `more' further times with them (e.g. a
+ * "go" after an untimed fill), join them all.  Returns the wall seconds
+ * from that clock reading to the last join and, when cpu is not NULL,
+ * stores the process's CPU seconds over the same span in *cpu. */
+static inline double wl_timed_run(const char *prog, pthread_barrier_t *start,
+				  unsigned more, void *(*fn)(void *),
+				  void *base, size_t elem, pthread_t *tid0,
+				  size_t n, double *cpu)
+{
+	pthread_barrier_init(start, NULL, (unsigned)n + 1);
+	wl_spawn_each(prog, fn, base, elem, tid0, n);
+	pthread_barrier_wait(start);
+	double t0 = wl_now(), c0 = cpu != NULL ? wl_cpu_now() : 0.0;
+	for (unsigned i = 0; i < more; i++)
+		pthread_barrier_wait(start);
+	wl_join_each(elem, tid0, n);
+	double secs = wl_now() - t0;
+	if (cpu != NULL)
+		*cpu = wl_cpu_now() - c0;
+	return secs;
+}
+
+/* Sum of a uint64_t counter over the array: per-thread counts (mallocs,
+ * frees, ...) are kept unshared while the run lasts and added up after the
+ * join. */
+static inline uint64_t wl_sum(size_t elem, const uint64_t *field0, size_t n)
+{
+	uint64_t s = 0;
+
+	for (size_t t = 0; t < n; t++)
+		s += *(const uint64_t *)((const char *)field0 + t * elem);
+	return s;
+}
+
+#define WL_SPAWN_EACH(prog, fn, w, n)                                   \
+	wl_spawn_each((prog), (fn), (w), sizeof(*(w)), &(w)->tid, (n))
+#define WL_JOIN_EACH(w, n) wl_join_each(sizeof(*(w)), &(w)->tid, (n))
+#define WL_TIMED_RUN(prog, start, more, fn, w, n, cpu)                  \
+	wl_timed_run((prog), (start), (more), (fn), (w), sizeof(*(w)),  \
+		     &(w)->tid, (n), (cpu))
+#define WL_SUM(w, n, field) wl_sum(sizeof(*(w)), &(w)->field, (n))
+
+/* The end-of-run check: every block made was freed (frees == mallocs) and
+ * count_ok, the workload's own expectation of the count (1 if it has
+ * none), holds; otherwise print "prog: M mallocs but F frees" and exit 1,
+ * as a lost or doubly freed block means the run cannot be trusted. */
+static inline void wl_check_counts(const char *prog, uint64_t mallocs,
+				   uint64_t frees, int count_ok)
+{
+	if (frees != mallocs || !count_ok) {
+		fprintf(stderr, "%s: %llu mallocs but %llu frees\n", prog,
+			(unsigned long long)mallocs, (unsigned long long)frees);
+		exit(1);
+	}
 }
 
 /* ---------------------------------------------------------------------- */
@@ -316,15 +486,6 @@ static inline void wl_parse(const char *prog, const char *synopsis,
 		*o[i].val = v;
 		o[i].given = 1;
 	}
-}
-
-static void wl_oom(const char *prog, size_t size)
-	__attribute__((noreturn, cold, unused));
-static void wl_oom(const char *prog, size_t size)
-{
-	fprintf(stderr, "%s: malloc(%zu) failed\n", prog, size);
-	fflush(stderr);
-	exit(1);
 }
 
 /* Print a line to stdout and flush; exit 1 if stdout fails. */

@@ -76,11 +76,9 @@ static void drain(struct worker *w)
 						     memory_order_acquire);
 		if (head == tail)
 			continue;
-		for (uint64_t i = head; i != tail; i++) {
-			void *p = r->slot[i & (RING_CAP - 1)];
-			wl_check(PROG, p, max_size);
-			free(p);
-		}
+		for (uint64_t i = head; i != tail; i++)
+			wl_free_block(PROG, r->slot[i & (RING_CAP - 1)],
+				      max_size);
 		w->frees += tail - head;
 		w->remote_frees += tail - head;
 		atomic_store_explicit(&r->head, tail, memory_order_release);
@@ -113,8 +111,7 @@ static void retire(struct worker *w, void *p)
 			dst++;
 		push(w, dst, p);
 	} else {
-		wl_check(PROG, p, max_size);
-		free(p);
+		wl_free_block(PROG, p, max_size);
 		w->frees++;
 	}
 }
@@ -127,10 +124,7 @@ static void *run(void *arg)
 
 	for (uint64_t i = 0; i < ops_per_thread; i++) {
 		size_t n = wl_range(&w->rng, min_size, max_size);
-		void *p = malloc(n);
-		if (p == NULL)
-			wl_oom(PROG, n);
-		wl_fill(p, n);
+		void *p = wl_new_block(PROG, n);
 		w->mallocs++;
 
 		size_t k = (size_t)wl_below(&w->rng, live);
@@ -144,8 +138,7 @@ static void *run(void *arg)
 	for (uint64_t k = 0; k < live; k++) {
 		void *p = w->window[k];
 		if (p != NULL) {
-			wl_check(PROG, p, max_size);
-			free(p);
+			wl_free_block(PROG, p, max_size);
 			w->frees++;
 			w->window[k] = NULL;
 		}
@@ -213,32 +206,13 @@ int main(int argc, char **argv)
 		workers[t].window = map_zeroed(sizeof(void *) * live);
 	}
 
-	pthread_barrier_init(&start_barrier, NULL, nthreads + 1);
-	for (unsigned t = 0; t < nthreads; t++) {
-		int e = pthread_create(&workers[t].tid, NULL, run, &workers[t]);
-		if (e != 0) {
-			fprintf(stderr, "xthread: pthread_create: %s\n",
-				strerror(e));
-			return 1;
-		}
-	}
-	pthread_barrier_wait(&start_barrier);
-	double t0 = wl_now();
-	for (unsigned t = 0; t < nthreads; t++)
-		pthread_join(workers[t].tid, NULL);
-	double secs = wl_now() - t0;
+	double secs = WL_TIMED_RUN(PROG, &start_barrier, 0, run, workers,
+				   nthreads, NULL);
 
-	uint64_t mallocs = 0, frees = 0, remote = 0;
-	for (unsigned t = 0; t < nthreads; t++) {
-		mallocs += workers[t].mallocs;
-		frees += workers[t].frees;
-		remote += workers[t].remote_frees;
-	}
-	if (frees != mallocs) {
-		fprintf(stderr, "xthread: %llu mallocs but %llu frees\n",
-			(unsigned long long)mallocs, (unsigned long long)frees);
-		return 1;
-	}
+	uint64_t mallocs = WL_SUM(workers, nthreads, mallocs);
+	uint64_t frees = WL_SUM(workers, nthreads, frees);
+	uint64_t remote = WL_SUM(workers, nthreads, remote_frees);
+	wl_check_counts(PROG, mallocs, frees, 1);
 
 	WL_PRINT("xthread: threads=%u share=%llu ops=%llu live=%llu min=%llu "
 		 "max=%llu seed=0x%llx mallocs=%llu frees=%llu "
@@ -248,6 +222,6 @@ int main(int argc, char **argv)
 		 (unsigned long long)min_size, (unsigned long long)max_size,
 		 (unsigned long long)seed, (unsigned long long)mallocs,
 		 (unsigned long long)frees, (unsigned long long)remote, secs,
-		 secs > 0 ? (double)(mallocs + frees) / secs : 0.0);
+		 wl_rate((double)(mallocs + frees), secs));
 	return 0;
 }
