@@ -215,6 +215,10 @@ START_TEST(t_exit_after_foreign_frees) {
    * started (8 MiB of slack for the threads' stacks and our own heaps) */
   tide_purge();
   long after = rss_kb();
+  if (check_emulator()) { /* RSS there is the emulator's, its code cache growing */
+    fprintf(stderr, "SKIP under %s: the RSS check of t_exit_after_foreign_frees\n", check_emulator());
+    return;
+  }
   ck_assert_msg(after < base + 8192, "RSS %ld KiB after freeing everything and tide_purge, %ld KiB before", after,
                 base);
 }
