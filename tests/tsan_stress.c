@@ -7,7 +7,9 @@
  * while the pager thread gives memory back with no delay. Every block is
  * stamped with its size and address and checked before it is freed, by
  * whichever thread frees it, and the heaps and segments must pass the
- * consistency check at the end.
+ * consistency check at the end. A further thread turns M_PERTURB on and off
+ * (mallopt's steps: the byte, the cache generation) while the workers run,
+ * so every heap follows new cache capacities in the middle of its traffic.
  * Exit status 0 and no TSan report means clean. */
 #include "internal.h"
 
@@ -95,16 +97,37 @@ static void *worker(void *arg) {
   return NULL;
 }
 
+static atomic_int stop_toggling;
+static void *perturb_toggler(void *arg) {
+  (void)arg;
+  for (int i = 0; !atomic_load(&stop_toggling); i++) {
+    tm_perturb_set(i & 1 ? 0x5a : 0);
+    tm_heap_catch_up();
+    for (volatile int spin = 0; spin < 20000; spin++) {
+    }
+  }
+  tm_perturb_set(0);
+  return NULL;
+}
+
 int main(void) {
   tm_pager_opt.delay_ms = 0; /* the pager gives memory back while the workers run */
   for (int r = 0; r < ROUNDS; r++) {
-    pthread_t t[THREADS];
+    pthread_t t[THREADS], toggler;
+    atomic_store(&stop_toggling, 0);
+    pthread_create(&toggler, NULL, perturb_toggler, NULL);
     for (long i = 0; i < THREADS; i++) pthread_create(&t[i], NULL, worker, (void *)i);
     for (int i = 0; i < THREADS; i++) pthread_join(t[i], NULL);
+    atomic_store(&stop_toggling, 1);
+    pthread_join(toggler, NULL);
   }
   while (box_n) check_and_free(box[--box_n]);
   if (atomic_load(&damaged)) {
     printf("tsan_stress: %d blocks damaged\n", atomic_load(&damaged));
+    return 1;
+  }
+  if (atomic_load(&tm_cache_gen) < 2) {
+    printf("tsan_stress: M_PERTURB was never toggled (cache generation %u)\n", atomic_load(&tm_cache_gen));
     return 1;
   }
   int problems = tm_heap_check(tm_heap_tls) + tm_segments_check();
