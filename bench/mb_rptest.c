@@ -62,13 +62,6 @@ static const char *const PROG = "mb_rptest";
 #define RING_CAP 4096u		/* entries per ring, a power of two */
 #define MAX_THREADS 64u
 
-/* Blocks handed to thread t by thread t-1 (mod T). */
-struct ring {
-	_Alignas(64) _Atomic uint64_t head;	/* consumer position */
-	_Alignas(64) _Atomic uint64_t tail;	/* producer position */
-	_Alignas(64) void *slot[RING_CAP];
-};
-
 struct worker {
 	unsigned id;
 	pthread_t tid;
@@ -81,7 +74,7 @@ struct worker {
 static unsigned nthreads;
 static uint64_t rounds, loops, nblocks, ops, xrate, min_size, max_size,
 	seed;
-static struct ring *rings;
+static struct wl_ring *rings;	/* rings[t]: blocks from thread t-1 (mod T) */
 static struct worker *workers;
 static pthread_barrier_t start_barrier;
 static _Atomic unsigned producers_done;
@@ -109,37 +102,25 @@ static void free_block(struct worker *w, void *p)
 	w->frees++;
 }
 
+static void free_handed(void *p, void *w)
+{
+	free_block(w, p);
+}
+
 /* Free every block waiting in w's incoming ring. */
 static void drain(struct worker *w)
 {
-	struct ring *r = &rings[w->id];
-	uint64_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
-	uint64_t tail = atomic_load_explicit(&r->tail, memory_order_acquire);
-
-	if (head == tail)
-		return;
-	for (uint64_t i = head; i != tail; i++)
-		free_block(w, r->slot[i & (RING_CAP - 1)]);
-	w->remote_frees += tail - head;
-	atomic_store_explicit(&r->head, tail, memory_order_release);
+	w->remote_frees += wl_ring_drain(&rings[w->id], free_handed, w);
 }
 
 /* Hand p to the next thread; waits (draining, yielding) while full. */
 static void push(struct worker *w, void *p)
 {
-	struct ring *r = &rings[(w->id + 1) % nthreads];
-	uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
-
-	while (tail - w->head_cache >= RING_CAP) {
-		w->head_cache = atomic_load_explicit(&r->head,
-						     memory_order_acquire);
-		if (tail - w->head_cache < RING_CAP)
-			break;
+	while (!wl_ring_put(&rings[(w->id + 1) % nthreads], &w->head_cache,
+			    p)) {
 		drain(w);
 		sched_yield();
 	}
-	r->slot[tail & (RING_CAP - 1)] = p;
-	atomic_store_explicit(&r->tail, tail + 1, memory_order_release);
 }
 
 static void free_all_slots(struct worker *w)
@@ -234,7 +215,7 @@ int main(int argc, char **argv)
 		wl_usage(PROG, "", opts, WL_NOPTS(opts), "max must be >= min");
 	nthreads = (unsigned)threads;
 
-	rings = wl_map(PROG, sizeof(*rings) * nthreads);
+	rings = wl_rings_new(PROG, nthreads, RING_CAP);
 	workers = wl_map(PROG, sizeof(*workers) * nthreads);
 	for (unsigned t = 0; t < nthreads; t++) {
 		workers[t].id = t;

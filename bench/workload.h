@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <time.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -246,6 +247,66 @@ static inline void *wl_map(const char *prog, size_t bytes)
 		exit(1);
 	}
 	return p;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Rings: lock-free single-producer, single-consumer queues of pointers,   */
+/* through which workloads hand blocks to the thread that frees them.      */
+/* ---------------------------------------------------------------------- */
+
+struct wl_ring {
+	_Alignas(64) _Atomic uint64_t head;	/* consumer position */
+	_Alignas(64) _Atomic uint64_t tail;	/* producer position */
+	_Alignas(64) void **slot;
+	uint64_t mask;				/* slots - 1 (a power of two) */
+};
+
+/* n empty rings of cap slots each (cap a power of two), mapped zeroed. */
+static inline struct wl_ring *wl_rings_new(const char *prog, size_t n,
+					   uint64_t cap)
+{
+	struct wl_ring *r = wl_map(prog, sizeof(*r) * n);
+	void **slots = wl_map(prog, sizeof(void *) * cap * n);
+
+	for (size_t i = 0; i < n; i++) {
+		r[i].slot = slots + i * cap;
+		r[i].mask = cap - 1;
+	}
+	return r;
+}
+
+/* Producer: put p, or return 0 when the ring is full. *head_cache is the
+ * producer's last look at the consumer's position (read again only when
+ * the ring seems full). */
+static inline int wl_ring_put(struct wl_ring *r, uint64_t *head_cache,
+			      void *p)
+{
+	uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
+
+	if (tail - *head_cache > r->mask) {
+		*head_cache = atomic_load_explicit(&r->head,
+						   memory_order_acquire);
+		if (tail - *head_cache > r->mask)
+			return 0;
+	}
+	r->slot[tail & r->mask] = p;
+	atomic_store_explicit(&r->tail, tail + 1, memory_order_release);
+	return 1;
+}
+
+/* Consumer: pass every waiting pointer to fn(p, ctx), oldest first, and
+ * return how many there were. */
+static inline uint64_t wl_ring_drain(struct wl_ring *r,
+				     void (*fn)(void *p, void *ctx), void *ctx)
+{
+	uint64_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
+	uint64_t tail = atomic_load_explicit(&r->tail, memory_order_acquire);
+
+	for (uint64_t i = head; i != tail; i++)
+		fn(r->slot[i & r->mask], ctx);
+	if (head != tail)
+		atomic_store_explicit(&r->head, tail, memory_order_release);
+	return tail - head;
 }
 
 /* ---------------------------------------------------------------------- */

@@ -36,12 +36,6 @@ static const char *const PROG = "xthread";
 #define DRAIN_EVERY 16u		/* steps between two drains */
 #define MAX_THREADS 64u
 
-struct ring {
-	_Alignas(64) _Atomic uint64_t head;	/* consumer position */
-	_Alignas(64) _Atomic uint64_t tail;	/* producer position */
-	_Alignas(64) void *slot[RING_CAP];
-};
-
 struct worker {
 	unsigned id;
 	pthread_t tid;
@@ -53,14 +47,20 @@ struct worker {
 
 static unsigned nthreads;
 static uint64_t share, ops_per_thread, live, min_size, max_size, seed;
-static struct ring *rings;		/* rings[src * nthreads + dst] */
+static struct wl_ring *rings;		/* rings[src * nthreads + dst] */
 static struct worker *workers;
 static pthread_barrier_t start_barrier;
 static _Atomic unsigned producers_done;
 
-static inline struct ring *ring_at(unsigned src, unsigned dst)
+static inline struct wl_ring *ring_at(unsigned src, unsigned dst)
 {
 	return &rings[(size_t)src * nthreads + dst];
+}
+
+static void free_handed(void *p, void *ctx)
+{
+	(void)ctx;
+	wl_free_block(PROG, p, max_size);
 }
 
 /* Free every block waiting in the rings addressed to w. */
@@ -69,38 +69,20 @@ static void drain(struct worker *w)
 	for (unsigned src = 0; src < nthreads; src++) {
 		if (src == w->id)
 			continue;
-		struct ring *r = ring_at(src, w->id);
-		uint64_t head = atomic_load_explicit(&r->head,
-						     memory_order_relaxed);
-		uint64_t tail = atomic_load_explicit(&r->tail,
-						     memory_order_acquire);
-		if (head == tail)
-			continue;
-		for (uint64_t i = head; i != tail; i++)
-			wl_free_block(PROG, r->slot[i & (RING_CAP - 1)],
-				      max_size);
-		w->frees += tail - head;
-		w->remote_frees += tail - head;
-		atomic_store_explicit(&r->head, tail, memory_order_release);
+		uint64_t n = wl_ring_drain(ring_at(src, w->id), free_handed,
+					   NULL);
+		w->frees += n;
+		w->remote_frees += n;
 	}
 }
 
 /* Hand p to thread dst; waits (draining, yielding) while the ring is full. */
 static void push(struct worker *w, unsigned dst, void *p)
 {
-	struct ring *r = ring_at(w->id, dst);
-	uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
-
-	while (tail - w->head_cache[dst] >= RING_CAP) {
-		w->head_cache[dst] = atomic_load_explicit(&r->head,
-							  memory_order_acquire);
-		if (tail - w->head_cache[dst] < RING_CAP)
-			break;
+	while (!wl_ring_put(ring_at(w->id, dst), &w->head_cache[dst], p)) {
 		drain(w);
 		sched_yield();
 	}
-	r->slot[tail & (RING_CAP - 1)] = p;
-	atomic_store_explicit(&r->tail, tail + 1, memory_order_release);
 }
 
 static void retire(struct worker *w, void *p)
@@ -198,7 +180,7 @@ int main(int argc, char **argv)
 		wl_usage(PROG, "", opts, WL_NOPTS(opts), "max must be >= min");
 	nthreads = (unsigned)threads;
 
-	rings = map_zeroed(sizeof(*rings) * nthreads * nthreads);
+	rings = wl_rings_new(PROG, (size_t)nthreads * nthreads, RING_CAP);
 	workers = map_zeroed(sizeof(*workers) * nthreads);
 	for (unsigned t = 0; t < nthreads; t++) {
 		workers[t].id = t;
