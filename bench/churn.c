@@ -107,8 +107,7 @@ static void *survivor_run(void *arg)
 		for (unsigned i = 0; i < n; i++) {
 			void **slot = &s->fifo[pos++ % delay];
 			if (*slot != NULL) {
-				wl_check(PROG, *slot, max_size);
-				free(*slot);
+				wl_free_block(PROG, *slot, max_size);
 				s->frees++;
 			}
 			*slot = batch[i];
@@ -116,8 +115,7 @@ static void *survivor_run(void *arg)
 	}
 	for (uint64_t k = 0; k < delay; k++) {
 		if (s->fifo[k] != NULL) {
-			wl_check(PROG, s->fifo[k], max_size);
-			free(s->fifo[k]);
+			wl_free_block(PROG, s->fifo[k], max_size);
 			s->frees++;
 			s->fifo[k] = NULL;
 		}
@@ -158,22 +156,10 @@ static void *short_run(void *arg)
 		uint64_t j = wl_below(&t->rng, nkeep);
 		void *p = t->keep[j];
 		t->keep[j] = t->keep[--nkeep];
-		wl_check(PROG, p, max_size);
-		free(p);
+		wl_free_block(PROG, p, max_size);
 		t->frees++;
 	}
 	return NULL;
-}
-
-static void *map_zeroed(size_t bytes)
-{
-	void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (p == MAP_FAILED) {
-		perror("churn: mmap");
-		exit(1);
-	}
-	return p;
 }
 
 int main(int argc, char **argv)
@@ -212,12 +198,12 @@ int main(int argc, char **argv)
 	if (max_size < min_size)
 		wl_usage(PROG, "", opts, WL_NOPTS(opts), "max must be >= min");
 
-	struct survivor *surv = map_zeroed(sizeof(*surv) * nsurv);
-	struct shortlived *sl = map_zeroed(sizeof(*sl) * per_round);
+	struct survivor *surv = wl_map(PROG, sizeof(*surv) * nsurv);
+	struct shortlived *sl = wl_map(PROG, sizeof(*sl) * per_round);
 	for (uint64_t i = 0; i < nsurv; i++)
-		surv[i].fifo = map_zeroed(sizeof(void *) * delay);
+		surv[i].fifo = wl_map(PROG, sizeof(void *) * delay);
 	for (uint64_t i = 0; i < per_round; i++)
-		sl[i].keep = map_zeroed(sizeof(void *) * allocs);
+		sl[i].keep = wl_map(PROG, sizeof(void *) * allocs);
 
 	double t0 = wl_now();
 	for (uint64_t i = 0; i < nsurv; i++) {

@@ -137,17 +137,6 @@ static void *run(void *arg)
 	return NULL;
 }
 
-static void *map_zeroed(size_t bytes)
-{
-	void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (p == MAP_FAILED) {
-		perror("xthread: mmap");
-		exit(1);
-	}
-	return p;
-}
-
 int main(int argc, char **argv)
 {
 	uint64_t threads = 4;
@@ -181,11 +170,11 @@ int main(int argc, char **argv)
 	nthreads = (unsigned)threads;
 
 	rings = wl_rings_new(PROG, (size_t)nthreads * nthreads, RING_CAP);
-	workers = map_zeroed(sizeof(*workers) * nthreads);
+	workers = wl_map(PROG, sizeof(*workers) * nthreads);
 	for (unsigned t = 0; t < nthreads; t++) {
 		workers[t].id = t;
 		workers[t].rng = wl_seed(seed, t);
-		workers[t].window = map_zeroed(sizeof(void *) * live);
+		workers[t].window = wl_map(PROG, sizeof(void *) * live);
 	}
 
 	double secs = WL_TIMED_RUN(PROG, &start_barrier, 0, run, workers,
