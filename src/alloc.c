@@ -22,7 +22,7 @@ static TM_NOINLINE void *tm_malloc_big(size_t size, bool zero) {
   }
   tm_init();
   tm_pager_maybe_start(); /* a malloc path: a thread may be created here */
-  tm_cache_check_heads();
+  if (TIDE_SAFE_LINKS) tm_cache_check_heads();
   if (size <= tm_huge_threshold()) {
     void *p = tm_large_alloc(size, TM_ALIGN);
     if (p) {
@@ -63,7 +63,6 @@ TM_INLINE void *tm_malloc_inline(size_t size) {
 void *tm_malloc_in_class(unsigned c) { return tm_malloc_class(c); }
 
 void *tm_malloc(size_t size) { return tm_malloc_inline(size); }
-
 
 /* Every unusual case leaves through a tail call, so the fast path needs no
  * stack frame. */
@@ -118,7 +117,6 @@ size_t tm_usable_size(const void *p) {
   }
 }
 
-
 static void *tm_realloc_move(void *p, size_t old_usable, size_t size) {
   void *q = tm_malloc_inline(size);
   if (!q) return NULL; /* errno is ENOMEM; p stays valid */
@@ -164,7 +162,9 @@ static void *tm_realloc(void *p, size_t size) {
 
 /* ---- the entry points ------------------------------------------------------
  * The hardened build (src/guard.c) asks every block 8 bytes larger, seals
- * its end after allocating and checks it before freeing or resizing. */
+ * its end after allocating and checks it before resizing; free checks it
+ * where it finds the block (tm_free_inline, tm_free_other), so free needs no
+ * wrapper. */
 #if TIDE_HARDENED
 TM_INLINE void *tm_malloc_api(size_t size) {
   size_t g = tm_guard_size(size);
@@ -175,10 +175,6 @@ TM_INLINE void *tm_malloc_api(size_t size) {
   }
   return tm_guard_seal(tm_malloc_big(g, false), size);
 }
-
-/* free checks the block's end where it finds the block (tm_free_inline,
- * tm_free_other): no second lookup. */
-TM_INLINE void tm_free_api(void *p) { tm_free_inline(p); }
 
 static void *tm_calloc_api(size_t total) { return tm_guard_seal(tm_calloc(tm_guard_size(total)), total); }
 
@@ -199,8 +195,6 @@ TM_API void *realloc(void *p, size_t size) {
 #else
 TM_INLINE void *tm_malloc_api(size_t size) { return tm_malloc_inline(size); }
 
-TM_INLINE void tm_free_api(void *p) { tm_free_inline(p); }
-
 static void *tm_calloc_api(size_t total) { return tm_calloc(total); }
 
 TM_API size_t malloc_usable_size(void *p) { return p ? tm_usable_size(p) : 0; }
@@ -217,20 +211,20 @@ TM_API void *realloc(void *p, size_t size) {
 
 TM_API void *malloc(size_t size) { return tm_malloc_api(size); }
 
-TM_API void free(void *p) { tm_free_api(p); }
+TM_API void free(void *p) { tm_free_inline(p); }
 
 TM_API void free_sized(void *p, size_t size) {
   (void)size;
-  tm_free_api(p);
+  tm_free_inline(p);
 }
 
 TM_API void free_aligned_sized(void *p, size_t align, size_t size) {
   (void)align;
   (void)size;
-  tm_free_api(p);
+  tm_free_inline(p);
 }
 
-TM_API void cfree(void *p) { tm_free_api(p); }
+TM_API void cfree(void *p) { tm_free_inline(p); }
 
 TM_API void *calloc(size_t n, size_t size) {
   size_t total;

@@ -340,7 +340,6 @@ void *tm_cache_corrupt(tm_heap *h, unsigned c, void *top) {
  * when its class is next allocated (72 loads, against the microseconds of
  * a page-run allocation). */
 void tm_cache_check_heads(void) {
-  if (!TIDE_SAFE_LINKS) return; /* plain links: nothing to check */
   tm_heap *h = tm_heap_tls;
   for (unsigned c = 0; c < TM_NUM_CLASSES; c++) {
     void *top = h->cache[c].head;
