@@ -77,7 +77,7 @@ TM_INLINE void tm_free_inline(void *p) {
   uint64_t idx = tm_span_index(s, p);
   if (TM_UNLIKELY(idx >= s->capacity)) return tm_free_local_bad(p, s);
   uint64_t *word = p;
-  if (TM_UNLIKELY(word[1] == tm_free_key())) return tm_free_suspect(h, s, p); /* freed twice? */
+  if (TM_UNLIKELY(word[1] == tm_free_key())) return tm_free_suspect(p, "free"); /* freed twice */
   if (TIDE_HARDENED && TM_UNLIKELY(!tm_guard_check_block("free", p, s->block_size))) return;
 #if TIDE_DEBUG
   if (tm_block_is_free(h, s, p)) return tm_report_invalid("free", p, "double free");

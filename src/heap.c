@@ -121,7 +121,7 @@ void tm_heap_unlock(tm_heap *h) {
 /* After frees landed in s: a full span becomes available again; an empty
  * span that is not the current one is retired unless it is the only spare
  * span of its class (kept to avoid churn at a boundary) or `all` is set. */
-static void tm_heap_reconsider(tm_heap *h, tm_span *s, bool all) {
+void tm_heap_reconsider(tm_heap *h, tm_span *s, bool all) {
   TM_ASSERT(tm_heap_locked(h) && tm_span_owner(s) == h && tm_span_kind(s) == TM_SPAN_SMALL);
   tm_queue *pq = &h->partial[s->size_class];
   if (s->queue == TM_Q_FULL) {
@@ -158,20 +158,11 @@ void tm_heap_drain_remote(tm_heap *h, bool forced) {
 }
 
 /* ---- caches ---------------------------------------------------------------- */
-/* Put a cached block back into its span's bitmap. */
-static void tm_cache_release(tm_heap *h, void *p) {
-  tm_span *s = tm_span_of(tm_segment_base(p), p);
-  uint32_t idx;
-  if (!tm_span_block_index(s, p, &idx)) {
-    tm_report_invalid("free", p, "invalid pointer");
-    return;
-  }
-  if (tm_span_free_block(s, p, idx) && (s->used == 0 || s->queue == TM_Q_FULL)) tm_heap_reconsider(h, s, false);
-}
-
 /* Release the oldest cached blocks of class c until `keep` remain (h->lock
- * held). The walk is bounded and stops at NULL: in a fork child the list
- * may have been cut in the middle of a push or pop. */
+ * held): into their spans' bitmaps, or, for blocks of other heaps' spans
+ * (taken from the outbox), to their owners (outbox.c). The walk is bounded
+ * and stops at NULL: in a fork child the list may have been cut in the
+ * middle of a push or pop. */
 static void tm_cache_flush(tm_heap *h, unsigned c, unsigned keep) {
   tm_cache *k = &h->cache[c];
   if (tm_cache_n(k) <= keep && keep) return;
@@ -187,26 +178,26 @@ static void tm_cache_flush(tm_heap *h, unsigned c, unsigned keep) {
     tm_link_set(last, NULL);
   else
     k->head = NULL;
-  for (unsigned i = 0; rest && !tm_link_bad(rest) && i <= TM_CACHE_MAX; i++) {
-    void *next = tm_link_get(rest);
-    tm_cache_release(h, rest);
-    rest = next;
-  }
+  tm_blocks_release(h, rest, TM_CACHE_MAX + 1);
   tm_cache_set_n(k, kept);
 }
 
+/* Every cached block, and the outboxes. */
 void tm_heap_flush_caches(tm_heap *h) {
   for (unsigned c = 0; c < TM_NUM_CLASSES; c++) tm_cache_flush(h, c, 0);
+  tm_outboxes_flush(h);
 }
 
 /* Half of what sat in a class's cache since the last scavenge without the
  * class ever running dry goes back to the bitmaps: those blocks were not
  * needed, and each pins a page the pager cannot give back. A class that
- * needed refills keeps its cache. */
+ * needed refills keeps its cache. An outbox that no miss took since goes
+ * back whole: its blocks pin other heaps' pages. */
 static void tm_heap_scavenge(tm_heap *h) {
   for (unsigned c = 0; c < TM_NUM_CLASSES; c++) {
     tm_cache *k = &h->cache[c];
     if (!h->misses[c] && tm_cache_n(k)) tm_cache_flush(h, c, tm_cache_n(k) / 2u);
+    if (!h->misses[c]) tm_outbox_flush(h, c, 0);
     h->misses[c] = 0;
   }
 }
@@ -282,7 +273,7 @@ static bool tm_block_is_free_locked(tm_heap *h, tm_span *s, void *p) {
   void *b = h->cache[s->size_class].head;
   for (unsigned i = 0; b && !tm_link_bad(b) && i <= TM_CACHE_MAX; i++, b = tm_link_get(b))
     if (b == p) return true;
-  return false;
+  return tm_outbox_holds(h, s->size_class, p);
 }
 
 bool tm_block_is_free(tm_heap *h, tm_span *s, void *p) {
@@ -309,7 +300,7 @@ void tm_free_cache_full(tm_heap *h, void *p) {
   if (h->cache[c].cap == 0) { /* M_PERTURB: no cache, straight to the bitmap */
     tm_perturb_free(p, s->block_size);
     ((uint64_t *)p)[1] = tm_free_key();
-    tm_cache_release(h, p);
+    tm_blocks_release(h, p, 1);
     tm_heap_unlock(h);
     return;
   }
@@ -347,24 +338,12 @@ void tm_cache_check_heads(void) {
   }
 }
 
-/* free() found the free key in p: report a double free, or, if the program
- * just happened to store that value, free the block normally. */
-void tm_free_suspect(tm_heap *h, tm_span *s, void *p) {
-  tm_heap_lock(h);
-  tm_span_collect(s); /* p may sit on thread_free, freed by another thread */
-  bool twice = tm_block_is_free_locked(h, s, p);
-  tm_heap_unlock(h);
-  if (twice) {
-    tm_report_invalid("free", p, "double free");
-    return;
-  }
-  tm_cache *k = &h->cache[s->size_class];
-  if (tm_cache_n(k) >= k->cap) {
-    tm_free_cache_full(h, p);
-    return;
-  }
-  tm_cache_push(k, p);
-}
+/* free() found the free key in p: a double free. The block cannot be
+ * searched for: it may sit in another thread's outbox or cache, which only
+ * that thread (or its lock) can look at. No block is handed out with the
+ * key in it, and no program can store it by design (random per process):
+ * data that equals it by chance, at 2^-64, is the only false alarm. */
+void tm_free_suspect(void *p, const char *who) { tm_report_invalid(who, p, "double free"); }
 
 /* ---- refilling a size class (h->lock) ------------------------------------ */
 /* Among the first few partial spans, take the fullest one: allocation goes
@@ -455,7 +434,6 @@ static void *tm_heap_refill(tm_heap *h, unsigned c) {
   tm_span *s = tm_heap_current(h, c);
   if (!s) return NULL;
   tm_cache *k = &h->cache[c];
-  if (h->misses[c] < UINT16_MAX) h->misses[c]++;
   unsigned want = tm_refill_count(k, s->block_size);
   unsigned room = (unsigned)k->cap - tm_cache_n(k) + 1u;
   if (want > room) want = room;
@@ -474,7 +452,9 @@ static void *tm_heap_alloc_slow(tm_heap *h, unsigned c) {
     tm_report_invalid("malloc", h, "heap consistency check failed for heap");
 #endif
   tm_heap_honour_flush(h);
-  void *p = tm_heap_refill(h, c);
+  if (h->misses[c] < UINT16_MAX) h->misses[c]++;
+  void *p = tm_outbox_take(h, c); /* blocks this thread freed for others, first */
+  if (!p) p = tm_heap_refill(h, c);
   tm_heap_unlock(h);
   if (!p) errno = ENOMEM;
   return p;
@@ -553,6 +533,9 @@ void tm_free_other(void *p, tm_span *s, const char *who) {
       return;
     }
     if (TIDE_HARDENED && !tm_guard_check_block(who, p, s->block_size)) return;
+    /* The free key in word 1: the block sits in a cache, an outbox, on the
+     * span's thread_free list, or in its bitmap (see tm_free_suspect). */
+    if (((uint64_t *)p)[1] == tm_free_key()) return tm_free_suspect(p, who);
     tm_heap *h = tm_heap_tls;
     if (tm_span_owner(s) == h) {
       /* our own full span (the tag sent us here): free into its bitmap and
@@ -566,20 +549,12 @@ void tm_free_other(void *p, tm_span *s, const char *who) {
       tm_heap_unlock(h);
       return;
     }
-    /* The free key in word 1: the block sits in its owner's cache, on the
-     * span's thread_free list, or in its bitmap, and pushing it would
-     * overwrite a link. The owner's cache cannot be searched from here, but
-     * no program stores the key (random per process). */
-    if (((uint64_t *)p)[1] == tm_free_key()) {
-      tm_report_invalid(who, p, "double free");
-      return;
-    }
 #if TIDE_DEBUG
     memset(p, 0xdf, s->block_size);
 #endif
     tm_perturb_free(p, s->block_size);
     ((uint64_t *)p)[1] = tm_free_key(); /* a second free, from any thread, is caught above */
-    tm_remote_free(s, p);
+    tm_outbox_free(s, p);
   } else if (kind == TM_SPAN_LARGE && p == s->start) {
     if (TIDE_HARDENED && !tm_guard_check_block(who, p, s->large_size)) return;
     tm_perturb_free(p, s->large_size);
@@ -613,10 +588,12 @@ void tm_free_local_bad(void *p, tm_span *s) {
 }
 
 /* ---- whole-heap operations ------------------------------------------------ */
-/* Remote frees collected, pages given back applied, and every empty span
- * retired, the current ones and the spare included (h->lock held; the
- * pager calls this for an idle heap, which is why it leaves the caches). */
+/* The outboxes sent back, remote frees collected, pages given back applied,
+ * and every empty span retired, the current ones and the spare included
+ * (h->lock held; the pager calls this for an idle heap, which is why it
+ * leaves the caches, the owner's alone). */
 void tm_heap_retire_empty(tm_heap *h) {
+  tm_outboxes_flush(h);
   tm_heap_drain_remote(h, false);
   for (unsigned c = 0; c < TM_NUM_CLASSES; c++) {
     tm_span *cur = h->cur[c];
@@ -653,6 +630,24 @@ void tm_heap_collect_all(tm_heap *h) {
 
 tm_heap *tm_heap_shared_get(void) { return tm_heap_shared; }
 
+/* The length of a cache or outbox list of class c, up to the first block
+ * that is not a block of that class in use (reported): only h's own spans'
+ * bitmaps can be read, the others change under their owners' locks. */
+static unsigned tm_check_block_list(tm_heap *h, unsigned c, void *b, const char *what) {
+  unsigned len = 0;
+  for (; b && len <= TM_CACHE_MAX; b = tm_link_get(b), len++) {
+    tm_segment *seg = tm_link_bad(b) ? NULL : tm_segment_of(b);
+    tm_span *s = seg ? tm_span_of(seg, b) : NULL;
+    uint32_t idx;
+    if (!s || tm_span_kind(s) != TM_SPAN_SMALL || s->size_class != c || !tm_span_block_index(s, b, &idx) ||
+        (tm_span_owner(s) == h && (tm_span_bits(s)[idx >> 6] & ((uint64_t)1 << (idx & 63))))) {
+      tm_check_problem(what, b);
+      return UINT32_MAX; /* do not follow a link out of a bad block */
+    }
+  }
+  return len;
+}
+
 int tm_heap_check_locked(tm_heap *h) {
   int problems = 0;
   if (tm_heap_state(h) != TM_HEAP_ACTIVE) return 0;
@@ -671,18 +666,11 @@ int tm_heap_check_locked(tm_heap *h) {
   for (unsigned c = 0; c < TM_NUM_CLASSES; c++) {
     tm_cache *k = &h->cache[c];
     if (tm_cache_n(k) > k->cap || k->cap > TM_CACHE_MAX) problems += tm_check_problem("cache count out of range", k);
-    unsigned len = 0;
-    for (void *b = k->head; b && len <= TM_CACHE_MAX; b = tm_link_get(b), len++) {
-      tm_segment *seg = tm_link_bad(b) ? NULL : tm_segment_of(b);
-      tm_span *s = seg ? tm_span_of(seg, b) : NULL;
-      uint32_t idx;
-      if (!s || tm_span_kind(s) != TM_SPAN_SMALL || s->size_class != c || !tm_span_block_index(s, b, &idx) ||
-          (tm_span_bits(s)[idx >> 6] & ((uint64_t)1 << (idx & 63)))) {
-        problems += tm_check_problem("cached block is not a live block of its class", b);
-        break; /* do not follow a link out of a bad block */
-      }
-    }
+    unsigned len = tm_check_block_list(h, c, k->head, "cached block is not a live block of its class");
     if (len != tm_cache_n(k)) problems += tm_check_problem("cache list length differs from its count", k);
+    if (h->outbox[c].n > k->cap) problems += tm_check_problem("outbox count out of range", &h->outbox[c]);
+    len = tm_check_block_list(h, c, h->outbox[c].head, "outbox block is not a live block of its class");
+    if (len != h->outbox[c].n) problems += tm_check_problem("outbox list length differs from its count", k);
   }
   for (tm_span *s = h->full.first; s; s = s->next) {
     problems += tm_span_check(s, h);

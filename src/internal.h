@@ -211,6 +211,15 @@ TM_INLINE void tm_cache_set_n(tm_cache *k, unsigned n) {
   atomic_store_explicit(&k->n, n, memory_order_relaxed);
 }
 
+/* Per class, the blocks of other heaps' spans this thread freed (src/
+ * outbox.c), linked as a cache is. Under the heap's lock, so that the pager
+ * can send an idle thread's on; a malloc that finds its cache empty takes
+ * them first. Like cached blocks, they count as used in their spans. */
+typedef struct tm_outbox {
+  void *head;
+  uint32_t n;
+} tm_outbox;
+
 /* What the pager asks of a heap's owner (flush_request), honoured on its
  * next slow path. */
 enum { TM_ASK_NONE = 0, TM_ASK_SCAVENGE = 1, TM_ASK_FLUSH = 2 };
@@ -222,6 +231,7 @@ typedef struct tm_heap {
   tm_span *cur[TM_NUM_CLASSES];   /* refills take blocks from here; never NULL */
   tm_queue partial[TM_NUM_CLASSES];
   tm_queue full;
+  tm_outbox outbox[TM_NUM_CLASSES];
   uint16_t misses[TM_NUM_CLASSES]; /* refills per class since the last scavenge */
   tm_span *_Atomic remote_spans; /* spans that received cross-thread frees */
   _Atomic uint32_t lock_seq;     /* the slow-path lock, odd while held (heap.c) */
@@ -458,6 +468,7 @@ TM_INLINE void *tm_span_pop(tm_span *s) {
 
 /* ---- the cross-thread handoff (remote.c) -------------------------------- */
 void tm_remote_free(tm_span *s, void *p);
+void tm_remote_free_chain(tm_span *s, void *first, void *last);
 void tm_span_give_back(tm_span *s);
 uintptr_t tm_span_take_remote(tm_span *s);
 uintptr_t tm_notice_take(tm_span *s, bool forced);
@@ -467,6 +478,15 @@ void tm_notice_init(tm_span *s, bool owned);
 unsigned tm_notice_state(const tm_span *s);
 bool tm_span_has_remote(const tm_span *s);
 tm_span *tm_remote_list_take(struct tm_heap *h);
+
+/* ---- freed blocks going back to their spans (outbox.c) ------------------- */
+void tm_blocks_release(tm_heap *h, void *list, unsigned max);
+void tm_outbox_free(tm_span *s, void *p);
+void tm_outbox_flush(tm_heap *h, unsigned c, unsigned keep);
+void tm_outboxes_flush(tm_heap *h);
+void *tm_outbox_take(tm_heap *h, unsigned c);
+bool tm_outbox_holds(const tm_heap *h, unsigned c, const void *p);
+size_t tm_outbox_bytes(const tm_heap *h);
 
 /* ---- heaps (heap.c) and their threads (thread.c) ------------------------- */
 extern tm_heap *_Atomic tm_all_heaps;
@@ -481,12 +501,13 @@ bool tm_heap_locked(const tm_heap *h);
 void tm_heap_unlock(tm_heap *h);
 void tm_heap_each_span(tm_heap *h, void (*fn)(tm_span *s, void *arg), void *arg);
 void tm_heap_drain_remote(tm_heap *h, bool forced);
+void tm_heap_reconsider(tm_heap *h, tm_span *s, bool all);
 void tm_heap_flush_caches(tm_heap *h);
 bool tm_heap_is_shared(const tm_heap *h);
 void tm_heap_shared_after_fork(void);
 void *tm_alloc_slow(tm_heap *h, unsigned c);
 void tm_free_cache_full(tm_heap *h, void *p);
-void tm_free_suspect(tm_heap *h, tm_span *s, void *p);
+void tm_free_suspect(void *p, const char *who);
 void tm_free_local_bad(void *p, tm_span *s);
 bool tm_block_is_free(tm_heap *h, tm_span *s, void *p);
 

@@ -72,37 +72,38 @@ static bool tm_notify_owner(tm_span *s) {
   return true;
 }
 
-/* The thread_free word after pushing b (or nothing, for NULL) with `flags`
- * on `old`, the notice state becoming st; links b to the blocks there. */
-static uintptr_t tm_tf_pushed(uintptr_t old, tm_block *b, uintptr_t flags, unsigned st) {
+/* The thread_free word after pushing the chain b..last (linked through
+ * next; or nothing, for NULL) with `flags` on `old`, the notice state
+ * becoming st; links last to the blocks there. */
+static uintptr_t tm_tf_pushed(uintptr_t old, tm_block *b, tm_block *last, uintptr_t flags, unsigned st) {
   uintptr_t head = old & ~TM_TF_FLAGS;
-  if (b) b->next = (tm_block *)head;
+  if (b) last->next = (tm_block *)head;
   return (b ? (uintptr_t)b : head) | (old & TM_TF_BACK) | flags | st;
 }
 
-/* The notifier's last step: push b (or nothing, for NULL) on
- * s->thread_free, with `flags` (BACK); BUSY becomes QUEUED, or NEVER when
+/* The notifier's last step: push the chain b..last (or nothing, for NULL)
+ * on s->thread_free, with `flags` (BACK); BUSY becomes QUEUED, or NEVER when
  * there was no owner to tell. The last touch of s. */
-static void tm_push(tm_span *s, tm_block *b, uintptr_t flags, bool told) {
+static void tm_push(tm_span *s, tm_block *b, tm_block *last, uintptr_t flags, bool told) {
   uintptr_t old = atomic_load_explicit(&s->thread_free, memory_order_relaxed);
   for (;;) {
     unsigned st = tm_tf_state(old);
     /* (a fork child may have forced BUSY away: then keep what it set) */
     if (st == TM_NOTICE_BUSY) st = told ? TM_NOTICE_QUEUED : TM_NOTICE_NEVER;
     /* seq_cst: one side of the pager's sleep handshake (tm_pager_activity) */
-    if (atomic_compare_exchange_weak_explicit(&s->thread_free, &old, tm_tf_pushed(old, b, flags, st),
+    if (atomic_compare_exchange_weak_explicit(&s->thread_free, &old, tm_tf_pushed(old, b, last, flags, st),
                                               memory_order_seq_cst, memory_order_relaxed))
       return;
   }
 }
 
-/* Push (b, flags) and make sure whoever holds s will look at it: either
+/* Push (the chain b..last, flags) and make sure whoever holds s will look at it: either
  * the CAS that pushes finds the owner told already (QUEUED, BUSY) or no
  * owner (NEVER), or the CAS takes IDLE -> BUSY and this thread tells the
  * owner. One loop, so that a push never lands on an IDLE word: a drain
  * between a look at the state and the push would leave the block there
  * with nobody told (test_handoff found this). */
-static void tm_deliver(tm_span *s, tm_block *b, uintptr_t flags) {
+static void tm_deliver(tm_span *s, tm_block *b, tm_block *last, uintptr_t flags) {
   uintptr_t old = atomic_load_explicit(&s->thread_free, memory_order_relaxed);
   for (;;) {
     unsigned st = tm_tf_state(old);
@@ -111,12 +112,12 @@ static void tm_deliver(tm_span *s, tm_block *b, uintptr_t flags) {
                                                  memory_order_acquire, memory_order_relaxed))
         continue;
       bool told = tm_notify_owner(s);
-      tm_push(s, b, flags, told);
+      tm_push(s, b, last, flags, told);
       if (told) tm_pager_activity(); /* an idle owner: the pager may do its work */
       return;
     }
     /* seq_cst: one side of the pager's sleep handshake (tm_pager_activity) */
-    if (atomic_compare_exchange_weak_explicit(&s->thread_free, &old, tm_tf_pushed(old, b, flags, st),
+    if (atomic_compare_exchange_weak_explicit(&s->thread_free, &old, tm_tf_pushed(old, b, last, flags, st),
                                               memory_order_seq_cst, memory_order_relaxed)) {
       if (st == TM_NOTICE_NEVER && !flags) tm_pager_activity(); /* an orphan: only a sweep will see it */
       return;
@@ -126,12 +127,16 @@ static void tm_deliver(tm_span *s, tm_block *b, uintptr_t flags) {
 
 /* A thread that does not own s frees p. Once p is on thread_free this
  * thread never touches s again: the owner may collect it and retire s. */
-void tm_remote_free(tm_span *s, void *p) { tm_deliver(s, p, 0); }
+void tm_remote_free(tm_span *s, void *p) { tm_deliver(s, p, p, 0); }
+
+/* The same for blocks first..last of s, already linked through next: one
+ * CAS for all of them (an outbox flush, src/outbox.c). */
+void tm_remote_free_chain(tm_span *s, void *first, void *last) { tm_deliver(s, first, last, 0); }
 
 /* The pager has put purged pages in s's tm_span_pages.back: tell whoever
  * holds s, as a remote free would (the pages' blocks count in used until
  * then, so s is alive until this returns). */
-void tm_span_give_back(tm_span *s) { tm_deliver(s, NULL, TM_TF_BACK); }
+void tm_span_give_back(tm_span *s) { tm_deliver(s, NULL, NULL, TM_TF_BACK); }
 
 /* Take every block on thread_free, and BACK; the notice state stays.
  * Returns the word taken (decode with tm_span_collect_word). */

@@ -51,6 +51,8 @@ static void tm_heap_reset(tm_heap *h) {
     tm_cache_set_n(&h->cache[c], 0);
     h->cur[c] = &tm_empty_span;
     h->partial[c].first = h->partial[c].last = NULL;
+    TM_ASSERT(h->outbox[c].n == 0); /* sent back before the heap was pooled */
+    h->outbox[c] = (tm_outbox){NULL, 0};
   }
   h->full.first = h->full.last = NULL;
 }

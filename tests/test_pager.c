@@ -343,6 +343,48 @@ static void sc_blocked_owner(void) {
     printf("blocked owner: %ld KiB back in %d ms\n", full - rss_kb(), t_ms);
 }
 
+/* The other way round: we make blocks of the larger small classes, a
+ * thread frees them all and then blocks forever. The blocks it freed last
+ * wait in its outbox (src/outbox.c), each pinning a page of one of our spans
+ * (about 4 MiB here, had they stayed there); the pager must send the
+ * sleeper's outbox back itself, so that our spans empty and go back. */
+enum { NFREED = 24 * 160 };
+static void *freed_v[NFREED];
+static void *frees_then_sleep(void *arg) {
+  (void)arg;
+  for (int i = 0; i < NFREED; i++) free(freed_v[i]);
+  char c;
+  if (write(made_pipe[1], "x", 1) != 1) abort();
+  while (read(block_pipe[0], &c, 1) != 1) {
+  } /* blocked in read(2) for the rest of the test: nobody writes */
+  return NULL;
+}
+
+static void sc_blocked_freer(void) {
+  if (pipe(made_pipe) != 0 || pipe(block_pipe) != 0) abort();
+  long base = rss_kb();
+  /* every class from 4 KiB to 32 KiB, in turn */
+  for (int i = 0; i < NFREED; i++) {
+    size_t n = 4096 + (size_t)(i % 24) * 1190 + 1;
+    freed_v[i] = malloc(n);
+    if (!freed_v[i]) abort();
+    memset(freed_v[i], 0x55, n);
+  }
+  long full = rss_kb();
+  pthread_t t;
+  pthread_create(&t, NULL, frees_then_sleep, NULL);
+  char c;
+  if (read(made_pipe[0], &c, 1) != 1) abort(); /* it freed them all */
+  poke_malloc();
+  long made = full - base;
+  int t_ms = wait_rss_below(base + 2048, 5000);
+  if (t_ms < 0)
+    problem("RSS %ld KiB: %ld KiB of the %ld KiB we made and a blocked thread freed are still resident (base %ld)",
+            rss_kb(), rss_kb() - base, made, base);
+  else
+    printf("blocked freer: %ld of %ld KiB back in %d ms\n", full - rss_kb(), made, t_ms);
+}
+
 /* 64 MiB of 1-4 KiB blocks, 90% freed at random, the rest kept and idle:
  * the wholly free pages inside the spans go back, and what was kept is
  * intact (a purge of a page with a live block on it would zero it). */
@@ -727,6 +769,7 @@ static const struct {
     {"fork", sc_fork, {NULL}},
     {"fork_busy", sc_fork_busy, {NULL}},
     {"blocked_owner", sc_blocked_owner, {NULL}},
+    {"blocked_freer", sc_blocked_freer, {NULL}},
     {"partial_pages", sc_partial_pages, {NULL}},
     {"purge_race", sc_purge_race, {NO_DELAY, NULL}},
     {"tail_race", sc_tail_race, {NO_DELAY, NULL}},

@@ -174,7 +174,7 @@ typedef struct {
 static void *free_batch_and_exit(void *arg) {
   batch *b = arg;
   for (unsigned i = 0; i < b->n; i++) check_free(&b->items[i]);
-  return NULL; /* exits with whatever it cached or holds of others' blocks */
+  return NULL; /* exits with others' blocks in its outbox (src/outbox.c) */
 }
 
 static long rss_kb(void) {
@@ -198,7 +198,10 @@ START_TEST(t_exit_after_foreign_frees) {
   for (unsigned r = 0; r < rounds; r++) {
     for (unsigned t = 0; t < THREADS; t++)
       for (unsigned i = 0; i < PER; i++) {
-        size_t n = 16 + (size_t)((rng = mix64(rng)) % 2048);
+        /* half small, half of the classes from 4 to 32 KiB, each of which
+         * pins up to 8 pages wherever a block of it is left behind */
+        rng = mix64(rng);
+        size_t n = (i & 1) ? 16 + (size_t)(rng % 2048) : 4096 + (size_t)(rng % 28672);
         items[t][i] = (item){make_block(n, 99), n, 99};
       }
     pthread_t th[THREADS];
