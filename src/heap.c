@@ -178,7 +178,7 @@ static void tm_cache_flush(tm_heap *h, unsigned c, unsigned keep) {
     tm_link_set(last, NULL);
   else
     k->head = NULL;
-  tm_blocks_release(h, rest, TM_CACHE_MAX + 1);
+  tm_blocks_release(h, rest, TM_CACHE_LIMIT + 1);
   tm_cache_set_n(k, kept);
 }
 
@@ -190,14 +190,19 @@ void tm_heap_flush_caches(tm_heap *h) {
 
 /* Half of what sat in a class's cache since the last scavenge without the
  * class ever running dry goes back to the bitmaps: those blocks were not
- * needed, and each pins a page the pager cannot give back. A class that
- * needed refills keeps its cache. An outbox that no miss took since goes
- * back whole: its blocks pin other heaps' pages. */
+ * needed, and each pins a page the pager cannot give back; its capacity
+ * halves back toward the base too. A class that needed refills keeps its
+ * cache. An outbox that no miss took since goes back whole: its blocks pin
+ * other heaps' pages. */
+static void tm_cache_shrink(tm_heap *h, unsigned c);
 static void tm_heap_scavenge(tm_heap *h) {
   for (unsigned c = 0; c < TM_NUM_CLASSES; c++) {
     tm_cache *k = &h->cache[c];
-    if (!h->misses[c] && tm_cache_n(k)) tm_cache_flush(h, c, tm_cache_n(k) / 2u);
-    if (!h->misses[c]) tm_outbox_flush(h, c, 0);
+    if (!h->misses[c]) {
+      if (tm_cache_n(k)) tm_cache_flush(h, c, tm_cache_n(k) / 2u);
+      tm_cache_shrink(h, c);
+      tm_outbox_flush(h, c, 0);
+    }
     h->misses[c] = 0;
   }
 }
@@ -207,17 +212,54 @@ static void tm_heap_honour_flush(tm_heap *h);
 atomic_int tm_perturb_v;
 atomic_uint tm_cache_gen;
 
+/* The base capacity of class c (and of its outbox). */
 uint32_t tm_cache_cap(unsigned c) {
   if (tm_perturb()) return 0;
-  return tm_class_size(c) <= 8192 ? TM_CACHE_MAX : 16;
+  return tm_class_size(c) <= 8192 ? TM_CACHE_BASE : 16;
 }
 
-/* The capacities for the current generation (the owner, under its lock, or
- * a heap nobody uses yet). Generation first: a change racing with this is
- * seen again at the next slow path. */
+/* The most a class's capacity grows to (see TM_CACHE_BASE). */
+static uint32_t tm_cache_limit(unsigned c) {
+  size_t n = TM_CACHE_CLASS_BYTES / tm_class_size(c);
+  uint32_t base = tm_cache_cap(c);
+  if (n > TM_CACHE_LIMIT) n = TM_CACHE_LIMIT;
+  return n > base ? (uint32_t)n : base;
+}
+
+/* Frees overflowed class c: double its capacity if the class and the heap
+ * may grow (h->lock held); false if not. */
+static bool tm_cache_grow(tm_heap *h, unsigned c) {
+  tm_cache *k = &h->cache[c];
+  uint32_t limit = tm_cache_limit(c);
+  if (k->cap == 0 || k->cap >= limit) return false;
+  uint32_t next = k->cap * 2 < limit ? k->cap * 2 : limit;
+  size_t more = (size_t)(next - k->cap) * tm_class_size(c);
+  if (h->cache_grown + more > TM_CACHE_GROW_BYTES) return false;
+  h->cache_grown += (uint32_t)more;
+  k->cap = next;
+  return true;
+}
+
+/* Halve class c's capacity toward the base, releasing what no longer fits
+ * (h->lock held). */
+static void tm_cache_shrink(tm_heap *h, unsigned c) {
+  tm_cache *k = &h->cache[c];
+  uint32_t base = tm_cache_cap(c);
+  if (k->cap <= base) return;
+  uint32_t next = k->cap / 2 > base ? k->cap / 2 : base;
+  if (tm_cache_n(k) > next) tm_cache_flush(h, c, next);
+  TM_ASSERT(h->cache_grown >= (k->cap - next) * tm_class_size(c));
+  h->cache_grown -= (uint32_t)((k->cap - next) * tm_class_size(c));
+  k->cap = next;
+}
+
+/* The capacities for the current generation (the owner, under its lock,
+ * with its caches empty, or a heap nobody uses yet): the base. Generation
+ * first: a change racing with this is seen again at the next slow path. */
 void tm_heap_set_caps(tm_heap *h) {
   h->cache_gen = atomic_load_explicit(&tm_cache_gen, memory_order_acquire);
   for (unsigned c = 0; c < TM_NUM_CLASSES; c++) h->cache[c].cap = tm_cache_cap(c);
+  h->cache_grown = 0;
 }
 
 /* mallopt(M_PERTURB) and MALLOC_PERTURB_. Only the low byte counts, as in
@@ -271,7 +313,7 @@ static bool tm_block_is_free_locked(tm_heap *h, tm_span *s, void *p) {
   uint64_t idx = tm_span_index(s, p);
   if (tm_span_bits(s)[idx >> 6] & ((uint64_t)1 << (idx & 63))) return true;
   void *b = h->cache[s->size_class].head;
-  for (unsigned i = 0; b && !tm_link_bad(b) && i <= TM_CACHE_MAX; i++, b = tm_link_get(b))
+  for (unsigned i = 0; b && !tm_link_bad(b) && i <= TM_CACHE_LIMIT; i++, b = tm_link_get(b))
     if (b == p) return true;
   return tm_outbox_holds(h, s->size_class, p);
 }
@@ -284,14 +326,14 @@ bool tm_block_is_free(tm_heap *h, tm_span *s, void *p) {
 }
 
 static void tm_cache_push(tm_cache *k, void *p) {
-  TM_ASSERT(tm_cache_n(k) < TM_CACHE_MAX + 1 && p != k->head);
+  TM_ASSERT(tm_cache_n(k) < TM_CACHE_LIMIT + 1 && p != k->head);
   tm_link_set(p, k->head);
   k->head = p;
   tm_cache_set_n(k, tm_cache_n(k) + 1);
 }
 
-/* free() found the cache of p's class full: make room by releasing the
- * older half, then cache p. */
+/* free() found the cache of p's class full: grow it, or else make room by
+ * releasing the older half; then cache p. */
 void tm_free_cache_full(tm_heap *h, void *p) {
   tm_span *s = tm_span_of(tm_segment_base(p), p);
   unsigned c = s->size_class;
@@ -304,7 +346,7 @@ void tm_free_cache_full(tm_heap *h, void *p) {
     tm_heap_unlock(h);
     return;
   }
-  tm_cache_flush(h, c, h->cache[c].cap / 2u);
+  if (!tm_cache_grow(h, c)) tm_cache_flush(h, c, h->cache[c].cap / 2u);
   tm_heap_unlock(h);
   tm_cache_push(&h->cache[c], p);
 }
@@ -419,12 +461,15 @@ static tm_span *tm_heap_current(tm_heap *h, unsigned c) {
 
 /* How many blocks a cache miss moves from the span into the cache: about
  * two OS pages worth (the link written into each block touches its page),
- * at least two blocks, and at most half the cache, so that frees still fit. */
+ * at least two blocks, at most half the cache, so that frees still fit, and
+ * at most TM_REFILL_MAX (they pass through the stack). */
 #define TM_REFILL_BYTES (2 * TM_PAGE_SIZE)
+#define TM_REFILL_MAX 128
 static unsigned tm_refill_count(const tm_cache *k, size_t bsize) {
   unsigned n = (unsigned)(TM_REFILL_BYTES / bsize);
   if (n < 2) n = 2;
   if (n > k->cap / 2) n = k->cap / 2;
+  if (n > TM_REFILL_MAX) n = TM_REFILL_MAX;
   return n ? n : 1;
 }
 
@@ -437,7 +482,7 @@ static void *tm_heap_refill(tm_heap *h, unsigned c) {
   unsigned want = tm_refill_count(k, s->block_size);
   unsigned room = (unsigned)k->cap - tm_cache_n(k) + 1u;
   if (want > room) want = room;
-  void *got[TM_CACHE_MAX + 1];
+  void *got[TM_REFILL_MAX];
   unsigned n = tm_span_pop_batch(s, got, want);
   TM_ASSERT(n >= 1); /* tm_heap_current found a free block */
   while (n > 1) tm_cache_push(k, got[--n]);
@@ -635,7 +680,7 @@ tm_heap *tm_heap_shared_get(void) { return tm_heap_shared; }
  * bitmaps can be read, the others change under their owners' locks. */
 static unsigned tm_check_block_list(tm_heap *h, unsigned c, void *b, const char *what) {
   unsigned len = 0;
-  for (; b && len <= TM_CACHE_MAX; b = tm_link_get(b), len++) {
+  for (; b && len <= TM_CACHE_LIMIT; b = tm_link_get(b), len++) {
     tm_segment *seg = tm_link_bad(b) ? NULL : tm_segment_of(b);
     tm_span *s = seg ? tm_span_of(seg, b) : NULL;
     uint32_t idx;
@@ -665,10 +710,10 @@ int tm_heap_check_locked(tm_heap *h) {
   }
   for (unsigned c = 0; c < TM_NUM_CLASSES; c++) {
     tm_cache *k = &h->cache[c];
-    if (tm_cache_n(k) > k->cap || k->cap > TM_CACHE_MAX) problems += tm_check_problem("cache count out of range", k);
+    if (tm_cache_n(k) > k->cap || k->cap > TM_CACHE_LIMIT) problems += tm_check_problem("cache count out of range", k);
     unsigned len = tm_check_block_list(h, c, k->head, "cached block is not a live block of its class");
     if (len != tm_cache_n(k)) problems += tm_check_problem("cache list length differs from its count", k);
-    if (h->outbox[c].n > k->cap) problems += tm_check_problem("outbox count out of range", &h->outbox[c]);
+    if (h->outbox[c].n > tm_cache_cap(c)) problems += tm_check_problem("outbox count out of range", &h->outbox[c]);
     len = tm_check_block_list(h, c, h->outbox[c].head, "outbox block is not a live block of its class");
     if (len != h->outbox[c].n) problems += tm_check_problem("outbox list length differs from its count", k);
   }

@@ -190,13 +190,24 @@ enum tm_heap_state {
   TM_HEAP_DEAD,    /* abandoned unsafely after fork: never touched again */
 };
 
-/* Per class, a short LIFO of blocks the owner freed, linked through word 0
- * of the blocks (word 1 holds the free key): malloc hands back the most
- * recently freed, cache-hot block first, and a hit touches only this 16-byte
- * head and the block itself. Cached blocks still count as used in their span
- * (their bitmap bits are clear, so no page holding one is ever given back):
- * they reach the bitmap when the cache overflows or the heap is collected. */
-#define TM_CACHE_MAX 31
+/* Per class, a LIFO of blocks the owner freed, linked through word 0 of the
+ * blocks (word 1 holds the free key): malloc hands back the most recently
+ * freed, cache-hot block first, and a hit touches only this 16-byte head and
+ * the block itself. Cached blocks still count as used in their span (their
+ * bitmap bits are clear, so no page holding one is ever given back): they
+ * reach the bitmap when the cache overflows or the heap is collected.
+ *
+ * A class's capacity starts at TM_CACHE_BASE blocks (16 above 8 KiB) and
+ * doubles each time frees overflow it, up to TM_CACHE_CLASS_BYTES of blocks
+ * (and TM_CACHE_LIMIT blocks), while the heap's growth in all stays within
+ * TM_CACHE_GROW_BYTES; a scavenge halves it back for a class that needed no
+ * refill since the last (heap.c). So a burst of frees larger than the base
+ * costs a few slow paths, not one every 16 frees, and the bytes a cache can
+ * pin stay bounded per heap. */
+#define TM_CACHE_BASE 31
+#define TM_CACHE_LIMIT 1024
+#define TM_CACHE_CLASS_BYTES ((size_t)256 << 10)
+#define TM_CACHE_GROW_BYTES ((size_t)1 << 20)
 typedef struct tm_cache {
   void *head;
   _Atomic uint32_t n; /* blocks on the list; relaxed atomic: the census reads it */
@@ -239,6 +250,7 @@ typedef struct tm_heap {
   _Atomic uint32_t flush_request; /* TM_ASK_*: the pager wants cached blocks back */
   uint32_t check_count;           /* debug: periodic consistency checks */
   uint32_t cache_gen;             /* tm_cache_gen its cache capacities follow */
+  uint32_t cache_grown;           /* bytes of capacity above the base, all classes */
   uint32_t activity;       /* the owner's slow paths (under lock): the pager's sign of life */
   /* the trimmer's view of the heap (src/trim.c; one trimmer at a time) */
   uint32_t trim_seq;       /* lock_seq after its last visit */

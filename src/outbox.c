@@ -97,7 +97,7 @@ void tm_outbox_free(tm_span *s, void *p) {
   }
   unsigned c = s->size_class;
   tm_heap_lock(h);
-  unsigned cap = h->cache[c].cap; /* 0: M_PERTURB, or the shared heap */
+  unsigned cap = tm_cache_cap(c); /* the base capacity; 0: M_PERTURB */
   if (TM_UNLIKELY(cap == 0)) {
     tm_heap_unlock(h);
     return tm_remote_free(s, p);
@@ -128,7 +128,7 @@ void *tm_outbox_take(tm_heap *h, unsigned c) {
 /* Is p on h's outbox of class c? h->lock held. */
 bool tm_outbox_holds(const tm_heap *h, unsigned c, const void *p) {
   const void *b = h->outbox[c].head;
-  for (unsigned i = 0; b && !tm_link_bad(b) && i <= TM_CACHE_MAX; i++, b = tm_link_get(b))
+  for (unsigned i = 0; b && !tm_link_bad(b) && i <= TM_CACHE_BASE; i++, b = tm_link_get(b))
     if (b == p) return true;
   return false;
 }

@@ -305,6 +305,75 @@ END_TEST
  * or more of what was purged came back, halves under a quarter, within
  * [base, min(10 base, 1 s)] (never below base); a window that purged under
  * 1 MiB changes nothing; base 0 never adapts. */
+/* A class's cache capacity grows when frees overflow it, within its class
+ * bound and the heap's budget, and a scavenge halves it back for a class
+ * that needed no refill: the bytes a cache can pin stay bounded. */
+/* A request that lands in class c (the hardened build asks 8 bytes more) */
+static size_t req_for_class(unsigned c) {
+  size_t r = tm_class_size(c) - (TIDE_HARDENED ? 8 : 0);
+  ck_assert_uint_eq(tm_size_class(TIDE_HARDENED ? tm_guard_size(r) : r), c);
+  return r;
+}
+
+static size_t grown_sum(const tm_heap *h) {
+  size_t sum = 0;
+  for (unsigned c = 0; c < TM_NUM_CLASSES; c++)
+    if (h->cache[c].cap > tm_cache_cap(c)) sum += (size_t)(h->cache[c].cap - tm_cache_cap(c)) * tm_class_size(c);
+  return sum;
+}
+
+START_TEST(t_cache_growth) {
+  enum { N = 3000 };
+  static void *v[N];
+  /* no pager: its own scavenge requests would halve capacities at times
+   * this test cannot tell */
+  tm_pager_opt.enabled = 0;
+  struct tide_stats st;
+  tide_get_stats(&st);
+  ck_assert_int_eq(st.pager_running, 0);
+  unsigned c64 = tm_size_class(64);
+  for (int i = 0; i < N; i++) ck_assert_ptr_nonnull(v[i] = malloc(req_for_class(c64)));
+  tm_heap *h = tm_heap_tls;
+  ck_assert_uint_eq(h->cache[c64].cap, TM_CACHE_BASE);
+  for (int i = 0; i < N; i++) free(v[i]);
+  /* 3000 frees: grown from 31 to the class's bound, 1024 blocks of 64 bytes */
+  ck_assert_uint_eq(h->cache[c64].cap, TM_CACHE_LIMIT);
+  ck_assert_uint_le(tm_cache_n(&h->cache[c64]), h->cache[c64].cap);
+  ck_assert_uint_eq(h->cache_grown, grown_sum(h));
+  /* every class up to 8 KiB overflowed in turn: the heap's budget holds */
+  for (unsigned c = 0; c < TM_NUM_CLASSES && tm_class_size(c) <= 8192; c++) {
+    size_t n = tm_class_size(c);
+    for (int i = 0; i < 600; i++) ck_assert_ptr_nonnull(v[i] = malloc(req_for_class(c)));
+    for (int i = 0; i < 600; i++) free(v[i]);
+    ck_assert_uint_le(h->cache[c].cap, TM_CACHE_CLASS_BYTES / n > TM_CACHE_BASE ? TM_CACHE_CLASS_BYTES / n : TM_CACHE_BASE);
+  }
+  ck_assert_uint_eq(h->cache_grown, grown_sum(h));
+  ck_assert_uint_le(h->cache_grown, TM_CACHE_GROW_BYTES);
+  ck_assert_uint_gt(h->cache_grown, TM_CACHE_GROW_BYTES / 2);
+  /* scavenges (the pager's request, honoured on the owner's slow path) with
+   * no refill of class c64 in between: its capacity halves each time */
+  ck_assert_int_eq(tm_heap_check(h), 0);
+  uint32_t before = h->cache[c64].cap;
+  /* the first scavenge only forgets the refills of the 3000 mallocs */
+  uint32_t caps[3] = {before, 0, 0};
+  for (int round = 0; round <= 2; round++) {
+    atomic_store(&h->flush_request, TM_ASK_SCAVENGE);
+    tm_heap_catch_up(); /* what the owner's next slow path does */
+    ck_assert_uint_eq(atomic_load(&h->flush_request), TM_ASK_NONE);
+    if (round == 0) {
+      ck_assert_uint_eq(h->cache[c64].cap, before);
+      continue;
+    }
+    caps[round] = h->cache[c64].cap;
+    ck_assert_uint_eq(caps[round], caps[round - 1] / 2);
+  }
+  ck_assert_uint_ge(h->cache[c64].cap, TM_CACHE_BASE);
+  ck_assert_uint_le(tm_cache_n(&h->cache[c64]), h->cache[c64].cap);
+  ck_assert_uint_eq(h->cache_grown, grown_sum(h));
+  ck_assert_int_eq(tm_heap_check(h), 0);
+}
+END_TEST
+
 START_TEST(t_delay_next) {
   const uint64_t M = 1u << 20;
   ck_assert_uint_eq(tm_delay_next(100, 100, 64 * M, 63 * M), 200);
@@ -339,6 +408,7 @@ int main(void) {
                         "qemu-user ignores madvise(MADV_NOHUGEPAGE) (it returns 0; no \"nh\" in VmFlags)");
   tcase_add_test(tc, t_no_nohuge_without_thp_always);
   tcase_add_test(tc, t_delay_next);
+  tcase_add_test(tc, t_cache_growth);
   tcase_add_test(tc, t_map_aligned_wrap);
   suite_add_tcase(su, tc);
   return check_run(su, CK_FORK_GETENV);
