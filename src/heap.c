@@ -536,7 +536,10 @@ bool tm_heap_is_shared(const tm_heap *h) { return h == tm_heap_shared; }
  * whose heap is gone, and nothing deadlocks. */
 static tm_heap tm_heap_pager = {.cur = {[0 ... TM_NUM_CLASSES - 1] = &tm_empty_span}, .state = TM_HEAP_EXITING};
 
-void tm_front_mark_pager_thread(void) { tm_heap_tls = &tm_heap_pager; }
+void tm_front_mark_pager_thread(void) {
+  tm_heap_tls = &tm_heap_pager;
+  tm_outbox_enable_fast(); /* the outboxes' pushes can go without the lock now */
+}
 
 /* fork child: if a vanished thread held the shared heap, its lists may be
  * half updated; leave it DEAD with its spans (frees into them are parked
@@ -637,8 +640,8 @@ void tm_free_local_bad(void *p, tm_span *s) {
  * and every empty span retired, the current ones and the spare included
  * (h->lock held; the pager calls this for an idle heap, which is why it
  * leaves the caches, the owner's alone). */
-void tm_heap_retire_empty(tm_heap *h) {
-  tm_outboxes_flush(h);
+void tm_heap_retire_empty(tm_heap *h, bool outboxes) {
+  if (outboxes) tm_outboxes_flush(h);
   tm_heap_drain_remote(h, false);
   for (unsigned c = 0; c < TM_NUM_CLASSES; c++) {
     tm_span *cur = h->cur[c];
@@ -669,7 +672,7 @@ void tm_heap_collect_all(tm_heap *h) {
   if (tm_heap_state(h) != TM_HEAP_ACTIVE) return;
   tm_heap_lock(h);
   tm_heap_flush_caches(h);
-  tm_heap_retire_empty(h);
+  tm_heap_retire_empty(h, true);
   tm_heap_unlock(h);
 }
 
@@ -713,9 +716,9 @@ int tm_heap_check_locked(tm_heap *h) {
     if (tm_cache_n(k) > k->cap || k->cap > TM_CACHE_LIMIT) problems += tm_check_problem("cache count out of range", k);
     unsigned len = tm_check_block_list(h, c, k->head, "cached block is not a live block of its class");
     if (len != tm_cache_n(k)) problems += tm_check_problem("cache list length differs from its count", k);
-    if (h->outbox[c].n > tm_cache_cap(c)) problems += tm_check_problem("outbox count out of range", &h->outbox[c]);
+    if (tm_outbox_n(&h->outbox[c]) > k->cap) problems += tm_check_problem("outbox count out of range", &h->outbox[c]);
     len = tm_check_block_list(h, c, h->outbox[c].head, "outbox block is not a live block of its class");
-    if (len != h->outbox[c].n) problems += tm_check_problem("outbox list length differs from its count", k);
+    if (len != tm_outbox_n(&h->outbox[c])) problems += tm_check_problem("outbox list length differs from its count", k);
   }
   for (tm_span *s = h->full.first; s; s = s->next) {
     problems += tm_span_check(s, h);

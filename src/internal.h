@@ -223,12 +223,14 @@ TM_INLINE void tm_cache_set_n(tm_cache *k, unsigned n) {
 }
 
 /* Per class, the blocks of other heaps' spans this thread freed (src/
- * outbox.c), linked as a cache is. Under the heap's lock, so that the pager
- * can send an idle thread's on; a malloc that finds its cache empty takes
- * them first. Like cached blocks, they count as used in their spans. */
+ * outbox.c), linked as a cache is. The owner pushes without the heap's lock
+ * while no pager claims it (ob_busy, ob_claim); everything else happens
+ * under the lock, so that the pager can send an idle thread's on. A malloc
+ * that finds its cache empty takes them first. Like cached blocks, they
+ * count as used in their spans. */
 typedef struct tm_outbox {
   void *head;
-  uint32_t n;
+  _Atomic uint32_t n; /* relaxed atomic: the pager and the census read it */
 } tm_outbox;
 
 /* What the pager asks of a heap's owner (flush_request), honoured on its
@@ -243,6 +245,8 @@ typedef struct tm_heap {
   tm_queue partial[TM_NUM_CLASSES];
   tm_queue full;
   tm_outbox outbox[TM_NUM_CLASSES];
+  _Atomic uint8_t ob_busy;  /* the owner is pushing on an outbox without the lock */
+  _Atomic uint8_t ob_claim; /* the pager holds the outboxes (under the lock) */
   uint16_t misses[TM_NUM_CLASSES]; /* refills per class since the last scavenge */
   tm_span *_Atomic remote_spans; /* spans that received cross-thread frees */
   _Atomic uint32_t lock_seq;     /* the slow-path lock, odd while held (heap.c) */
@@ -312,6 +316,8 @@ typedef struct tm_counters {
   atomic_size_t huge_cached_bytes; /* freed huge mappings kept for reuse */
   atomic_size_t huge_reused;       /* huge blocks served from that cache */
   atomic_size_t slices_reused;     /* purged free slices taken again (bytes) */
+  atomic_size_t outbox_claims;     /* the pager took an idle thread's outboxes */
+  atomic_size_t outbox_claims_busy; /* ... found the owner pushing, came back */
 } tm_counters;
 
 /* Where the heap's bytes sit (census.c). */
@@ -459,7 +465,13 @@ bool tm_span_free_block(tm_span *s, void *p, uint32_t idx); /* false: double fre
 void tm_span_retire(tm_span *s);  /* give the slices back (global lock NOT held) */
 size_t tm_span_free_slices(tm_span *s); /* its last step (global lock held); returns the bytes */
 bool tm_class_needs_bitmap(unsigned c, unsigned nslices);
-bool tm_span_block_index(tm_span *s, const void *p, uint32_t *idx);
+/* The index of the block starting at p, if p starts a block of s. */
+TM_INLINE bool tm_span_block_index(tm_span *s, const void *p, uint32_t *idx) {
+  uint64_t i = tm_span_index(s, p);
+  if (i >= s->capacity) return false;
+  *idx = (uint32_t)i;
+  return true;
+}
 int tm_span_check(tm_span *s, tm_heap *expected_owner);
 void tm_span_resync(tm_span *s); /* after fork: recount used, rebuild summary */
 tm_span_pages *tm_span_pg(tm_span *s);
@@ -499,6 +511,13 @@ void tm_outboxes_flush(tm_heap *h);
 void *tm_outbox_take(tm_heap *h, unsigned c);
 bool tm_outbox_holds(const tm_heap *h, unsigned c, const void *p);
 size_t tm_outbox_bytes(const tm_heap *h);
+TM_INLINE unsigned tm_outbox_n(const tm_outbox *o) {
+  return atomic_load_explicit(&((tm_outbox *)o)->n, memory_order_relaxed);
+}
+bool tm_outbox_claim(tm_heap *h);
+void tm_outbox_unclaim(tm_heap *h);
+void tm_outbox_enable_fast(void);
+void tm_outbox_after_fork(void);
 
 /* ---- heaps (heap.c) and their threads (thread.c) ------------------------- */
 extern tm_heap *_Atomic tm_all_heaps;
@@ -585,7 +604,7 @@ size_t tm_guard_requested(const void *p);
 void tm_free_other(void *p, tm_span *s, const char *who);
 void tm_free_slow(void *p, const char *who);
 void tm_heap_collect_all(tm_heap *h);
-void tm_heap_retire_empty(tm_heap *h);
+void tm_heap_retire_empty(tm_heap *h, bool outboxes);
 tm_heap *tm_heap_shared_get(void);
 int tm_heap_check(tm_heap *h);
 int tm_heap_check_locked(tm_heap *h);

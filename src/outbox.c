@@ -14,12 +14,36 @@
  *     blocks of one span in one CAS (snmalloc's batching per destination);
  *   - the scavenge, thread exit, a flush request and the pager on an idle
  *     heap send everything back.
- * The outbox is under the heap's lock, not the owner's alone as the cache
- * is: the pager, which only try-locks a heap, can send an idle thread's
- * outbox back itself, so a thread that freed others' blocks and went idle
- * strands nothing. Outbox (and cached) blocks count as used in their spans,
- * as blocks on thread_free do: a span with one there is never retired. */
+ * The outbox is not the owner's alone, as the cache is: the pager can send
+ * an idle thread's outbox back itself, so a thread that freed others'
+ * blocks and went idle strands nothing. Everything but the common push
+ * happens under the heap's lock, which the pager try-locks. The common push
+ * (a block into an outbox that already holds some, with room) takes no
+ * lock: it is an asymmetric Dekker handshake with the pager, whose heavy
+ * side is membarrier(2) (doc/design.md, "The outbox's push"):
+ *
+ *   owner                        pager (holding h->lock)
+ *   ob_busy = 1                  ob_claim = 1
+ *   (compiler barrier)           membarrier(PRIVATE_EXPEDITED)
+ *   if ob_claim: take the lock   if ob_busy: give up, come back later
+ *   push                         send the outboxes back
+ *   ob_busy = 0 (release)        ob_claim = 0 (release)
+ *
+ * membarrier makes every running thread of the process execute a full
+ * barrier, so either the pager sees ob_busy = 1 or the owner sees ob_claim =
+ * 1: never both 0 while both go on. The first block into an empty outbox
+ * and a push that overflows take the lock (so the pager sees the activity
+ * and is woken), and an outbox that is empty cannot become non-empty
+ * without the lock: a pager that finds them all empty needs no claim.
+ * Without membarrier (refused, or no pager thread yet), every push locks.
+ *
+ * Outbox (and cached) blocks count as used in their spans, as blocks on
+ * thread_free do: a span with one there is never retired. */
 #include "internal.h"
+
+#include <linux/membarrier.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 /* Own blocks go into their span's bitmap; h->lock held. */
 static void tm_block_release_own(tm_heap *h, tm_span *s, void *p, uint32_t idx) {
@@ -62,11 +86,12 @@ void tm_blocks_release(tm_heap *h, void *list, unsigned max) {
 }
 
 /* Send the older blocks of h's outbox of class c back until `keep` remain
- * (h->lock held). */
+ * (h->lock held, and the outbox claimed if not by its owner). */
 void tm_outbox_flush(tm_heap *h, unsigned c, unsigned keep) {
   tm_outbox *o = &h->outbox[c];
   TM_ASSERT(tm_heap_locked(h));
-  if (o->n <= keep) return;
+  unsigned n = tm_outbox_n(o);
+  if (n <= keep) return;
   void *last = NULL; /* the last block kept; its link is cut */
   void *rest = o->head;
   for (unsigned kept = 0; rest && !tm_link_bad(rest) && kept < keep; kept++) {
@@ -77,13 +102,75 @@ void tm_outbox_flush(tm_heap *h, unsigned c, unsigned keep) {
     tm_link_set(last, NULL);
   else
     o->head = NULL;
-  tm_blocks_release(h, rest, o->n - keep);
-  o->n = keep;
+  tm_blocks_release(h, rest, n - keep);
+  atomic_store_explicit(&o->n, keep, memory_order_relaxed);
 }
 
 void tm_outboxes_flush(tm_heap *h) {
   for (unsigned c = 0; c < TM_NUM_CLASSES; c++) tm_outbox_flush(h, c, 0);
 }
+
+/* ---- the push without the lock ---------------------------------------------- */
+/* Set once membarrier(2) is registered for the process (by the pager thread
+ * as it starts), cleared in a fork child until its own pager registers. */
+static atomic_bool tm_outbox_fast;
+
+void tm_outbox_enable_fast(void) {
+  if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0)
+    atomic_store_explicit(&tm_outbox_fast, true, memory_order_relaxed);
+}
+
+void tm_outbox_after_fork(void) { atomic_store_explicit(&tm_outbox_fast, false, memory_order_relaxed); }
+
+/* The common push: o holds blocks and has room, and no pager claims the
+ * outboxes. False if the lock is needed. */
+static bool tm_outbox_push_fast(tm_heap *h, tm_outbox *o, unsigned cap, void *p) {
+  if (!atomic_load_explicit(&tm_outbox_fast, memory_order_relaxed)) return false;
+  unsigned n = tm_outbox_n(o);
+  if (n == 0 || n >= cap) return false;
+  atomic_store_explicit(&h->ob_busy, 1, memory_order_relaxed);
+  /* the CPU may still move the store after the load: the pager's
+   * membarrier is what forbids that, by a barrier on this CPU in between */
+  atomic_signal_fence(memory_order_seq_cst);
+  bool claimed = atomic_load_explicit(&h->ob_claim, memory_order_relaxed);
+  if (TM_LIKELY(!claimed)) {
+    TM_ASSERT(p != o->head);
+    tm_link_set(p, o->head);
+    o->head = p;
+    atomic_store_explicit(&o->n, n + 1, memory_order_relaxed);
+  }
+  /* release: a pager that sees 0 sees the push */
+  atomic_store_explicit(&h->ob_busy, 0, memory_order_release);
+  return !claimed;
+}
+
+/* The pager, holding h->lock, wants to send h's outboxes back: true if it
+ * may (then tm_outbox_unclaim after), false if the owner is inside a push
+ * (try again later). */
+bool tm_outbox_claim(tm_heap *h) {
+  TM_ASSERT(tm_heap_locked(h));
+  bool any = false;
+  for (unsigned c = 0; c < TM_NUM_CLASSES && !any; c++) any = tm_outbox_n(&h->outbox[c]) != 0;
+  if (!any) return true; /* an empty outbox fills only under the lock */
+  atomic_store_explicit(&h->ob_claim, 1, memory_order_relaxed);
+  if (atomic_load_explicit(&tm_outbox_fast, memory_order_relaxed) &&
+      syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0) {
+    /* registered, yet refused (cannot happen): the lock alone cannot keep
+     * the owner out, so leave the outboxes to it */
+    atomic_store_explicit(&h->ob_claim, 0, memory_order_relaxed);
+    return false;
+  }
+  if (atomic_load_explicit(&h->ob_busy, memory_order_acquire)) {
+    atomic_store_explicit(&h->ob_claim, 0, memory_order_relaxed);
+    TM_STAT_ADD(outbox_claims_busy, 1);
+    return false;
+  }
+  TM_STAT_ADD(outbox_claims, 1);
+  return true;
+}
+
+/* Done with the outboxes (h->lock still held). */
+void tm_outbox_unclaim(tm_heap *h) { atomic_store_explicit(&h->ob_claim, 0, memory_order_release); }
 
 /* This thread frees p, a block of s, which belongs to another heap (or to
  * none: an orphan). The caller checked p and marked it free. */
@@ -96,46 +183,52 @@ void tm_outbox_free(tm_span *s, void *p) {
     if (!h) return tm_remote_free(s, p);
   }
   unsigned c = s->size_class;
+  tm_outbox *o = &h->outbox[c];
+  /* the class's cache capacity bounds its outbox too; 0: M_PERTURB */
+  if (TM_LIKELY(tm_outbox_push_fast(h, o, h->cache[c].cap, p))) return;
   tm_heap_lock(h);
-  unsigned cap = tm_cache_cap(c); /* the base capacity; 0: M_PERTURB */
+  unsigned cap = h->cache[c].cap;
   if (TM_UNLIKELY(cap == 0)) {
     tm_heap_unlock(h);
     return tm_remote_free(s, p);
   }
-  tm_outbox *o = &h->outbox[c];
-  TM_ASSERT(o->n <= cap && p != o->head);
+  unsigned n = tm_outbox_n(o);
+  TM_ASSERT(n <= cap && p != o->head);
   tm_link_set(p, o->head);
   o->head = p;
-  if (++o->n > cap) tm_outbox_flush(h, c, cap / 2);
+  atomic_store_explicit(&o->n, n + 1, memory_order_relaxed);
+  if (n + 1 > cap) tm_outbox_flush(h, c, cap / 2);
   tm_heap_unlock(h);
 }
 
 /* malloc found the cache of class c empty: the outbox becomes the cache,
- * and its newest block is returned (NULL if there is none). h->lock held. */
+ * and its newest block is returned (NULL if there is none). h->lock held,
+ * by the owner. */
 void *tm_outbox_take(tm_heap *h, unsigned c) {
   tm_outbox *o = &h->outbox[c];
   tm_cache *k = &h->cache[c];
   void *top = o->head;
-  if (!top || tm_cache_n(k) != 0 || o->n - 1 > k->cap) return NULL;
+  unsigned n = tm_outbox_n(o);
+  if (!top || tm_cache_n(k) != 0 || n - 1 > k->cap) return NULL;
   k->head = tm_link_get(top); /* a bad link is the cache pop's to catch */
-  tm_cache_set_n(k, o->n - 1);
+  tm_cache_set_n(k, n - 1);
   o->head = NULL;
-  o->n = 0;
+  atomic_store_explicit(&o->n, 0, memory_order_relaxed);
   ((uint64_t *)top)[1] = 0; /* no longer marked free (see tm_free_key) */
   return top;
 }
 
-/* Is p on h's outbox of class c? h->lock held. */
+/* Is p on h's outbox of class c? h->lock held, by the owner. */
 bool tm_outbox_holds(const tm_heap *h, unsigned c, const void *p) {
   const void *b = h->outbox[c].head;
-  for (unsigned i = 0; b && !tm_link_bad(b) && i <= TM_CACHE_BASE; i++, b = tm_link_get(b))
+  for (unsigned i = 0; b && !tm_link_bad(b) && i <= TM_CACHE_LIMIT; i++, b = tm_link_get(b))
     if (b == p) return true;
   return false;
 }
 
-/* Bytes in h's outboxes (h->lock held: the census). */
+/* Bytes in h's outboxes (the census: a look, with blocks coming and going). */
 size_t tm_outbox_bytes(const tm_heap *h) {
   size_t sum = 0;
-  for (unsigned c = 0; c < TM_NUM_CLASSES; c++) sum += (size_t)h->outbox[c].n * tm_class_size(c);
+  for (unsigned c = 0; c < TM_NUM_CLASSES; c++) sum += (size_t)tm_outbox_n(&h->outbox[c]) * tm_class_size(c);
   return sum;
 }

@@ -229,13 +229,6 @@ bool tm_span_refresh(tm_span *s) {
   return sum != 0;
 }
 
-bool tm_span_block_index(tm_span *s, const void *p, uint32_t *idx) {
-  uint64_t i = tm_span_index(s, p);
-  if (i >= s->capacity) return false;
-  *idx = (uint32_t)i;
-  return true;
-}
-
 /* Mark block idx (at p) free in the bitmap. */
 bool tm_span_free_block(tm_span *s, void *p, uint32_t idx) {
   TM_ASSERT(tm_span_kind(s) == TM_SPAN_SMALL && idx < s->capacity);

@@ -75,6 +75,8 @@ TM_API void tide_get_stats(struct tide_stats *out) {
   out->pager_delay_ms = (size_t)ps.delay_ms;
   out->pager_delay_raised = (size_t)ps.raised;
   out->numa_nodes = (int)tm_numa_nodes();
+  out->outbox_claims = TM_STAT_GET(outbox_claims);
+  out->outbox_claims_busy = TM_STAT_GET(outbox_claims_busy);
   errno = saved;
 }
 
@@ -206,6 +208,7 @@ TM_API void malloc_stats(void) {
       {"refaulted bytes     = ", st.refault_bytes},
       {"purged slices reused= ", st.slices_reused_bytes},
       {"huge blocks reused  = ", st.huge_reused},
+      {"outboxes taken      = ", st.outbox_claims},
       {"segments unmapped   = ", st.segments_released},
       {"pager running       = ", (size_t)st.pager_running},
       {"pager psi           = ", (size_t)st.pager_psi},

@@ -51,8 +51,9 @@ static void tm_heap_reset(tm_heap *h) {
     tm_cache_set_n(&h->cache[c], 0);
     h->cur[c] = &tm_empty_span;
     h->partial[c].first = h->partial[c].last = NULL;
-    TM_ASSERT(h->outbox[c].n == 0); /* sent back before the heap was pooled */
-    h->outbox[c] = (tm_outbox){NULL, 0};
+    TM_ASSERT(tm_outbox_n(&h->outbox[c]) == 0); /* sent back before the heap was pooled */
+    h->outbox[c].head = NULL;
+    atomic_store_explicit(&h->outbox[c].n, 0, memory_order_relaxed);
   }
   h->full.first = h->full.last = NULL;
 }
@@ -178,6 +179,7 @@ static void tm_fork_child(void) {
     tm_segments_after_fork();
   tm_heap_shared_after_fork();
   tm_huge_after_fork();
+  tm_outbox_after_fork();
   tm_heap *me = tm_heap_tls;
   if (tm_heap_state(me) == TM_HEAP_ACTIVE && tm_heap_locked(me)) {
     tm_heap_set_state(me, TM_HEAP_DEAD);

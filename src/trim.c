@@ -200,7 +200,7 @@ static bool tm_trim_heap(tm_batch *b, const tm_trim_req *req, tm_due *due, tm_he
   }
   uint32_t mine = atomic_load_explicit(&h->lock_seq, memory_order_relaxed); /* odd: ours */
   TM_ASSERT(mine & 1u);
-  bool full = false, done = false;
+  bool full = false, done = false, outboxes = true;
   if (tm_heap_state(h) != TM_HEAP_ACTIVE) { /* abandoned meanwhile (under its lock) */
     done = true;
   } else {
@@ -218,7 +218,13 @@ static bool tm_trim_heap(tm_batch *b, const tm_trim_req *req, tm_due *due, tm_he
       /* cached blocks are the owner's alone: ask for them, on its next slow
        * path; all of them from an idle heap, the unneeded half otherwise */
       if (idle) {
-        tm_heap_retire_empty(h);
+        /* the outboxes too, unless the owner is pushing on one right now */
+        outboxes = tm_outbox_claim(h);
+        tm_heap_retire_empty(h, outboxes);
+        if (outboxes)
+          tm_outbox_unclaim(h);
+        else
+          due->busy = true;
         if (!h->trim_flush_asked) {
           atomic_store_explicit(&h->flush_request, TM_ASK_FLUSH, memory_order_relaxed);
           h->trim_flush_asked = 1;
@@ -231,7 +237,7 @@ static bool tm_trim_heap(tm_batch *b, const tm_trim_req *req, tm_due *due, tm_he
       }
       tm_heap_each_span(h, tm_trim_span_cb, &w);
       full = w.full;
-      done = idle && !full;
+      done = idle && !full && outboxes;
     }
   }
   tm_heap_unlock_quiet(h); /* not activity, and no wakeup: we are the pager */

@@ -476,6 +476,95 @@ static void sc_purge_race(void) {
   printf("purge race: %zu batches, %zu bytes purged\n", st.pager_batches, st.purged_bytes);
 }
 
+/* The outbox's push without the lock against the pager taking the outbox
+ * (src/outbox.c). A freer thread grows its cache of 64-byte blocks to 1024,
+ * then frees 64-byte blocks the main thread makes, about one a microsecond:
+ * its outbox fills without the lock for a millisecond at a time, long
+ * enough for the pager (no delay, every heap counted idle) to find it idle
+ * and take the outbox, now and then in the middle of a push. A pager that
+ * took it without the handshake would lose a block or hand one out twice:
+ * patterns, the free key and the heap check catch either. */
+enum { XRING = 4096, XN = 64 };
+static _Atomic(void *) xring[XRING];
+static atomic_ulong xhead, xtail;
+static void *xblock_new(void) {
+  uint64_t *p = malloc(XN);
+  if (!p) abort();
+  pattern_fill(p, XN, (uint64_t)(uintptr_t)p);
+  return p;
+}
+static long xblock_free(void *p) {
+  long bad = pattern_check(p, XN, (uint64_t)(uintptr_t)p) != (size_t)-1;
+  free(p);
+  return bad;
+}
+static void spin_ns(long ns) {
+  struct timespec a, b;
+  clock_gettime(CLOCK_MONOTONIC, &a);
+  do clock_gettime(CLOCK_MONOTONIC, &b);
+  while ((b.tv_sec - a.tv_sec) * 1000000000L + (b.tv_nsec - a.tv_nsec) < ns);
+}
+static void *outbox_freer(void *arg) {
+  (void)arg;
+  static void *own[1100];
+  for (int i = 0; i < 1100; i++) own[i] = xblock_new();
+  for (int i = 0; i < 1100; i++) xblock_free(own[i]); /* the cache grows to 1024 */
+  long bad = 0;
+  for (;;) {
+    unsigned long t = atomic_load(&xtail);
+    if (t == atomic_load_explicit(&xhead, memory_order_acquire)) {
+      if (atomic_load(&race_stop)) break;
+      continue;
+    }
+    bad += xblock_free(atomic_load(&xring[t % XRING]));
+    atomic_store_explicit(&xtail, t + 1, memory_order_release);
+    spin_ns(1000);
+  }
+  return (void *)bad;
+}
+
+static void sc_outbox_race(void) {
+  pthread_t t;
+  struct tide_stats st;
+  /* memory to give back: the pager starts (it starts lazily, on work) */
+  alloc_big();
+  for (int i = 0; i < NBIG; i++) free(big[i]);
+  poke_malloc();
+  tide_get_stats(&st);
+  if (!st.pager_running) problem("no pager");
+  tide_collect();
+  tide_get_stats(&st);
+  size_t used_before = st.span_used_bytes;
+  atomic_store(&race_stop, 0);
+  pthread_create(&t, NULL, outbox_freer, NULL);
+  struct timespec a, b;
+  clock_gettime(CLOCK_MONOTONIC, &a);
+  do {
+    unsigned long h = atomic_load(&xhead);
+    if (h - atomic_load_explicit(&xtail, memory_order_acquire) < XRING) {
+      atomic_store(&xring[h % XRING], xblock_new());
+      atomic_store_explicit(&xhead, h + 1, memory_order_release);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &b);
+  } while (b.tv_sec - a.tv_sec < 3);
+  atomic_store(&race_stop, 1);
+  void *r;
+  pthread_join(t, &r);
+  long bad = (long)r;
+  /* every block freed, the freer gone: nothing may be left in use */
+  tide_collect();
+  tide_get_stats(&st);
+  if (bad) problem("%ld blocks changed between malloc and free", bad);
+  if (tide_heap_check() != 0) problem("heap check failed");
+  /* (slack for what libc allocates for a thread and the pager's start) */
+  if (st.span_used_bytes > used_before + 4096)
+    problem("%zu bytes of blocks still in use after every block was freed (%zu before)", st.span_used_bytes,
+            used_before);
+  if (!st.outbox_claims) problem("the pager never took an outbox");
+  printf("outbox race: the pager took outboxes %zu times, found the owner pushing %zu times\n", st.outbox_claims,
+         st.outbox_claims_busy);
+}
+
 /* ---- policy: limits, pressure ------------------------------------------------ */
 /* 96 MiB allocated, half freed, with a decay of 10 s: only a limit can make
  * the pager give the free half back within the wait. */
@@ -773,6 +862,7 @@ static const struct {
     {"partial_pages", sc_partial_pages, {NULL}},
     {"purge_race", sc_purge_race, {NO_DELAY, NULL}},
     {"tail_race", sc_tail_race, {NO_DELAY, NULL}},
+    {"outbox_race", sc_outbox_race, {NO_DELAY, NULL}},
     /* policy and release backends */
     {"rss_limit", sc_rss_limit, {LONG_DELAY, "TIDE_RSS_LIMIT=80M", NULL}},
     {"no_limit", sc_no_limit, {LONG_DELAY, NULL}},

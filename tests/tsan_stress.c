@@ -3,8 +3,9 @@
  * through its internal entry points (tm_malloc/tm_free), compiled from source
  * with -fsanitize=thread: see scripts/sanitize.sh. Threads allocate, free
  * locally, hand blocks to the next thread through a mutex-protected mailbox
- * (cross-thread frees), exit and get replaced (heap abandon and adoption),
- * while the pager thread gives memory back with no delay. Every block is
+ * (cross-thread frees, through the outboxes), exit and get replaced (heap
+ * abandon and adoption), while the pager thread gives memory back with no
+ * delay and takes the outboxes of heaps it counts idle (all of them). Every block is
  * stamped with its size and address and checked before it is freed, by
  * whichever thread frees it, and the heaps and segments must pass the
  * consistency check at the end. A further thread turns M_PERTURB on and off
@@ -112,6 +113,7 @@ static void *perturb_toggler(void *arg) {
 
 int main(void) {
   tm_pager_opt.delay_ms = 0; /* the pager gives memory back while the workers run */
+  tm_pager_opt.idle_ms = 0;  /* and counts every heap idle: it takes outboxes mid-traffic */
   for (int r = 0; r < ROUNDS; r++) {
     pthread_t t[THREADS], toggler;
     atomic_store(&stop_toggling, 0);
@@ -133,6 +135,10 @@ int main(void) {
   int problems = tm_heap_check(tm_heap_tls) + tm_segments_check();
   if (problems) {
     printf("tsan_stress: the consistency check found %d problems\n", problems);
+    return 1;
+  }
+  if (!TM_STAT_GET(outbox_claims)) {
+    printf("tsan_stress: the pager never took an outbox\n");
     return 1;
   }
   tm_pager_stats ps;
