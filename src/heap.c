@@ -218,6 +218,14 @@ uint32_t tm_cache_cap(unsigned c) {
   return tm_class_size(c) <= 8192 ? TM_CACHE_BASE : 16;
 }
 
+/* Class c's cache capacity, and with it its outbox's (h->lock held). */
+static void tm_cache_set_cap(tm_heap *h, unsigned c, uint32_t cap) {
+  size_t bytes = TM_OUTBOX_BYTES / tm_class_size(c);
+  if (bytes < 2) bytes = 2;
+  h->cache[c].cap = cap;
+  h->outbox[c].cap = cap < bytes ? cap : (uint32_t)bytes;
+}
+
 /* The most a class's capacity grows to (see TM_CACHE_BASE). */
 static uint32_t tm_cache_limit(unsigned c) {
   size_t n = TM_CACHE_CLASS_BYTES / tm_class_size(c);
@@ -236,7 +244,7 @@ static bool tm_cache_grow(tm_heap *h, unsigned c) {
   size_t more = (size_t)(next - k->cap) * tm_class_size(c);
   if (h->cache_grown + more > TM_CACHE_GROW_BYTES) return false;
   h->cache_grown += (uint32_t)more;
-  k->cap = next;
+  tm_cache_set_cap(h, c, next);
   return true;
 }
 
@@ -250,7 +258,8 @@ static void tm_cache_shrink(tm_heap *h, unsigned c) {
   if (tm_cache_n(k) > next) tm_cache_flush(h, c, next);
   TM_ASSERT(h->cache_grown >= (k->cap - next) * tm_class_size(c));
   h->cache_grown -= (uint32_t)((k->cap - next) * tm_class_size(c));
-  k->cap = next;
+  tm_cache_set_cap(h, c, next);
+  if (tm_outbox_n(&h->outbox[c]) > h->outbox[c].cap) tm_outbox_flush(h, c, h->outbox[c].cap);
 }
 
 /* The capacities for the current generation (the owner, under its lock,
@@ -258,7 +267,7 @@ static void tm_cache_shrink(tm_heap *h, unsigned c) {
  * first: a change racing with this is seen again at the next slow path. */
 void tm_heap_set_caps(tm_heap *h) {
   h->cache_gen = atomic_load_explicit(&tm_cache_gen, memory_order_acquire);
-  for (unsigned c = 0; c < TM_NUM_CLASSES; c++) h->cache[c].cap = tm_cache_cap(c);
+  for (unsigned c = 0; c < TM_NUM_CLASSES; c++) tm_cache_set_cap(h, c, tm_cache_cap(c));
   h->cache_grown = 0;
 }
 
@@ -519,7 +528,7 @@ static void *tm_alloc_shared(unsigned c) {
   if (!h) {
     h = tm_heap_create();
     if (h) {
-      for (unsigned k = 0; k < TM_NUM_CLASSES; k++) h->cache[k].cap = 0;
+      for (unsigned k = 0; k < TM_NUM_CLASSES; k++) h->cache[k].cap = h->outbox[k].cap = 0;
       tm_heap_set_state(h, TM_HEAP_ACTIVE);
       tm_heap_shared = h;
     }
@@ -716,7 +725,7 @@ int tm_heap_check_locked(tm_heap *h) {
     if (tm_cache_n(k) > k->cap || k->cap > TM_CACHE_LIMIT) problems += tm_check_problem("cache count out of range", k);
     unsigned len = tm_check_block_list(h, c, k->head, "cached block is not a live block of its class");
     if (len != tm_cache_n(k)) problems += tm_check_problem("cache list length differs from its count", k);
-    if (tm_outbox_n(&h->outbox[c]) > k->cap) problems += tm_check_problem("outbox count out of range", &h->outbox[c]);
+    if (tm_outbox_n(&h->outbox[c]) > h->outbox[c].cap) problems += tm_check_problem("outbox count out of range", &h->outbox[c]);
     len = tm_check_block_list(h, c, h->outbox[c].head, "outbox block is not a live block of its class");
     if (len != tm_outbox_n(&h->outbox[c])) problems += tm_check_problem("outbox list length differs from its count", k);
   }

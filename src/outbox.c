@@ -184,10 +184,10 @@ void tm_outbox_free(tm_span *s, void *p) {
   }
   unsigned c = s->size_class;
   tm_outbox *o = &h->outbox[c];
-  /* the class's cache capacity bounds its outbox too; 0: M_PERTURB */
-  if (TM_LIKELY(tm_outbox_push_fast(h, o, h->cache[c].cap, p))) return;
+  /* 0: M_PERTURB */
+  if (TM_LIKELY(tm_outbox_push_fast(h, o, o->cap, p))) return;
   tm_heap_lock(h);
-  unsigned cap = h->cache[c].cap;
+  unsigned cap = o->cap;
   if (TM_UNLIKELY(cap == 0)) {
     tm_heap_unlock(h);
     return tm_remote_free(s, p);
