@@ -310,6 +310,15 @@ static void sc_fork_busy(void) {
  * never takes another slow path): the pager must still collect our frees
  * into its spans, retire them and give the memory back. */
 static int made_pipe[2], block_pipe[2];
+/* Tell the main thread we are done, then block in read(2) for the rest of
+ * the test: nobody writes. */
+static void tell_then_block(void) {
+  char c;
+  if (write(made_pipe[1], "x", 1) != 1) abort();
+  while (read(block_pipe[0], &c, 1) != 1) {
+  }
+}
+
 static void *blocks_then_sleep(void *arg) {
   void **v = arg;
   for (int i = 0; i < 40000; i++) {
@@ -317,10 +326,7 @@ static void *blocks_then_sleep(void *arg) {
     if (!v[i]) abort();
     memset(v[i], 0x77, 512);
   }
-  char c;
-  if (write(made_pipe[1], "x", 1) != 1) abort();
-  while (read(block_pipe[0], &c, 1) != 1) {
-  } /* blocked in read(2) for the rest of the test: nobody writes */
+  tell_then_block();
   return NULL;
 }
 
@@ -353,10 +359,7 @@ static void *freed_v[NFREED];
 static void *frees_then_sleep(void *arg) {
   (void)arg;
   for (int i = 0; i < NFREED; i++) free(freed_v[i]);
-  char c;
-  if (write(made_pipe[1], "x", 1) != 1) abort();
-  while (read(block_pipe[0], &c, 1) != 1) {
-  } /* blocked in read(2) for the rest of the test: nobody writes */
+  tell_then_block();
   return NULL;
 }
 
