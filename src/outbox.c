@@ -10,8 +10,8 @@
  *     whole outbox as its cache (tcmalloc's design: a producer-consumer
  *     pair that also allocates reuses the blocks where they are, hot in
  *     the freeing core's cache, and they never travel);
- *   - past the cache's capacity, the older half goes back, consecutive
- *     blocks of one span in one CAS (snmalloc's batching per destination);
+ *   - past its capacity, the newer half goes back, consecutive blocks of
+ *     one span in one CAS (snmalloc's batching per destination);
  *   - the scavenge, thread exit, a flush request and the pager on an idle
  *     heap send everything back.
  * The outbox is not the owner's alone, as the cache is: the pager can send
@@ -106,6 +106,30 @@ void tm_outbox_flush(tm_heap *h, unsigned c, unsigned keep) {
   atomic_store_explicit(&o->n, keep, memory_order_relaxed);
 }
 
+/* Send the newest blocks of the outbox of class c back until `keep` remain
+ * (h->lock held): on overflow, the blocks still hot in this core's cache,
+ * whose links cost nothing to follow; sending the oldest instead took a
+ * cache miss per block to walk them (churn, whose long-lived threads only
+ * free, ran 3-5% slower than before the outbox that way, and 1% faster
+ * this way). The older ones wait for a malloc miss, a scavenge or the
+ * pager. */
+static void tm_outbox_flush_newest(tm_heap *h, unsigned c, unsigned keep) {
+  tm_outbox *o = &h->outbox[c];
+  unsigned n = tm_outbox_n(o);
+  if (n <= keep) return;
+  unsigned go = n - keep;
+  void *first = o->head, *last = NULL, *rest = o->head;
+  for (unsigned i = 0; rest && !tm_link_bad(rest) && i < go; i++) {
+    last = rest;
+    rest = tm_link_get(rest);
+  }
+  if (!last) return;
+  tm_link_set(last, NULL);
+  o->head = rest;
+  atomic_store_explicit(&o->n, keep, memory_order_relaxed);
+  tm_blocks_release(h, first, go);
+}
+
 void tm_outboxes_flush(tm_heap *h) {
   for (unsigned c = 0; c < TM_NUM_CLASSES; c++) tm_outbox_flush(h, c, 0);
 }
@@ -197,7 +221,7 @@ void tm_outbox_free(tm_span *s, void *p) {
   tm_link_set(p, o->head);
   o->head = p;
   atomic_store_explicit(&o->n, n + 1, memory_order_relaxed);
-  if (n + 1 > cap) tm_outbox_flush(h, c, cap / 2);
+  if (n + 1 > cap) tm_outbox_flush_newest(h, c, cap / 2);
   tm_heap_unlock(h);
 }
 
