@@ -225,15 +225,15 @@ void tm_outbox_free(tm_span *s, void *p) {
   tm_heap_unlock(h);
 }
 
-/* malloc found the cache of class c empty: the outbox becomes the cache,
- * and its newest block is returned (NULL if there is none). h->lock held,
- * by the owner. */
-void *tm_outbox_take(tm_heap *h, unsigned c) {
+/* malloc found the cache of class c empty: if the outbox holds at least
+ * `min` blocks, it becomes the cache, and its newest block is returned
+ * (else NULL). h->lock held, by the owner. */
+void *tm_outbox_take(tm_heap *h, unsigned c, unsigned min) {
   tm_outbox *o = &h->outbox[c];
   tm_cache *k = &h->cache[c];
   void *top = o->head;
   unsigned n = tm_outbox_n(o);
-  if (!top || tm_cache_n(k) != 0 || n - 1 > k->cap) return NULL;
+  if (!top || n < min || tm_cache_n(k) != 0 || n - 1 > k->cap) return NULL;
   k->head = tm_link_get(top); /* a bad link is the cache pop's to catch */
   tm_cache_set_n(k, n - 1);
   o->head = NULL;
