@@ -241,9 +241,9 @@ static bool tm_cache_grow(tm_heap *h, unsigned c) {
   uint32_t limit = tm_cache_limit(c);
   if (k->cap == 0 || k->cap >= limit) return false;
   uint32_t next = k->cap * 2 < limit ? k->cap * 2 : limit;
-  size_t more = (size_t)(next - k->cap) * tm_class_size(c);
-  if (h->cache_grown + more > TM_CACHE_GROW_BYTES) return false;
-  h->cache_grown += (uint32_t)more;
+  uint32_t more = next - k->cap;
+  if (h->cache_grown + more > TM_CACHE_GROW_BLOCKS) return false;
+  h->cache_grown += more;
   tm_cache_set_cap(h, c, next);
   return true;
 }
@@ -256,8 +256,8 @@ static void tm_cache_shrink(tm_heap *h, unsigned c) {
   if (k->cap <= base) return;
   uint32_t next = k->cap / 2 > base ? k->cap / 2 : base;
   if (tm_cache_n(k) > next) tm_cache_flush(h, c, next);
-  TM_ASSERT(h->cache_grown >= (k->cap - next) * tm_class_size(c));
-  h->cache_grown -= (uint32_t)((k->cap - next) * tm_class_size(c));
+  TM_ASSERT(h->cache_grown >= k->cap - next);
+  h->cache_grown -= k->cap - next;
   tm_cache_set_cap(h, c, next);
   if (tm_outbox_n(&h->outbox[c]) > h->outbox[c].cap) tm_outbox_flush(h, c, h->outbox[c].cap);
 }

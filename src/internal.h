@@ -200,14 +200,16 @@ enum tm_heap_state {
  * A class's capacity starts at TM_CACHE_BASE blocks (16 above 8 KiB) and
  * doubles each time frees overflow it, up to TM_CACHE_CLASS_BYTES of blocks
  * (and TM_CACHE_LIMIT blocks), while the heap's growth in all stays within
- * TM_CACHE_GROW_BYTES; a scavenge halves it back for a class that needed no
- * refill since the last (heap.c). So a burst of frees larger than the base
- * costs a few slow paths, not one every 16 frees, and the bytes a cache can
- * pin stay bounded per heap. */
+ * TM_CACHE_GROW_BLOCKS; a scavenge halves it back for a class that needed
+ * no refill since the last (heap.c). So a burst of frees larger than the
+ * base costs fewer slow paths. The budget is in blocks, not bytes: each
+ * cached block can pin its page, and the pager cannot touch the cache of a
+ * thread that blocks (a budget of 1 MiB let the two blocked threads of
+ * burst_idle keep 30 MB resident that went back before). */
 #define TM_CACHE_BASE 31
 #define TM_CACHE_LIMIT 1024
 #define TM_CACHE_CLASS_BYTES ((size_t)256 << 10)
-#define TM_CACHE_GROW_BYTES ((size_t)1 << 20)
+#define TM_CACHE_GROW_BLOCKS 512
 typedef struct tm_cache {
   void *head;
   _Atomic uint32_t n; /* blocks on the list; relaxed atomic: the census reads it */
@@ -259,7 +261,7 @@ typedef struct tm_heap {
   _Atomic uint32_t flush_request; /* TM_ASK_*: the pager wants cached blocks back */
   uint32_t check_count;           /* debug: periodic consistency checks */
   uint32_t cache_gen;             /* tm_cache_gen its cache capacities follow */
-  uint32_t cache_grown;           /* bytes of capacity above the base, all classes */
+  uint32_t cache_grown;           /* blocks of capacity above the base, all classes */
   uint32_t activity;       /* the owner's slow paths (under lock): the pager's sign of life */
   /* the trimmer's view of the heap (src/trim.c; one trimmer at a time) */
   uint32_t trim_seq;       /* lock_seq after its last visit */
