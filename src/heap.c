@@ -166,19 +166,8 @@ void tm_heap_drain_remote(tm_heap *h, bool forced) {
 static void tm_cache_flush(tm_heap *h, unsigned c, unsigned keep) {
   tm_cache *k = &h->cache[c];
   if (tm_cache_n(k) <= keep && keep) return;
-  unsigned kept = 0;
-  void *last = NULL; /* the last block kept; its link is cut */
-  void *rest = k->head;
-  while (rest && !tm_link_bad(rest) && kept < keep) {
-    last = rest;
-    rest = tm_link_get(rest);
-    kept++;
-  }
-  if (last)
-    tm_link_set(last, NULL);
-  else
-    k->head = NULL;
-  tm_blocks_release(h, rest, TM_CACHE_LIMIT + 1);
+  unsigned kept;
+  tm_blocks_release(h, tm_list_cut(&k->head, keep, &kept), TM_CACHE_LIMIT + 1);
   tm_cache_set_n(k, kept);
 }
 
@@ -321,10 +310,7 @@ static void tm_heap_honour_flush(tm_heap *h) {
 static bool tm_block_is_free_locked(tm_heap *h, tm_span *s, void *p) {
   uint64_t idx = tm_span_index(s, p);
   if (tm_span_bits(s)[idx >> 6] & ((uint64_t)1 << (idx & 63))) return true;
-  void *b = h->cache[s->size_class].head;
-  for (unsigned i = 0; b && !tm_link_bad(b) && i <= TM_CACHE_LIMIT; i++, b = tm_link_get(b))
-    if (b == p) return true;
-  return tm_outbox_holds(h, s->size_class, p);
+  return tm_list_holds(h->cache[s->size_class].head, p) || tm_list_holds(h->outbox[s->size_class].head, p);
 }
 
 bool tm_block_is_free(tm_heap *h, tm_span *s, void *p) {

@@ -516,7 +516,8 @@ void tm_outbox_free(tm_span *s, void *p);
 void tm_outbox_flush(tm_heap *h, unsigned c, unsigned keep);
 void tm_outboxes_flush(tm_heap *h);
 void *tm_outbox_take(tm_heap *h, unsigned c, unsigned min);
-bool tm_outbox_holds(const tm_heap *h, unsigned c, const void *p);
+void *tm_list_cut(void **head, unsigned n, unsigned *kept);
+bool tm_list_holds(const void *b, const void *p);
 size_t tm_outbox_bytes(const tm_heap *h);
 TM_INLINE unsigned tm_outbox_n(const tm_outbox *o) {
   return atomic_load_explicit(&((tm_outbox *)o)->n, memory_order_relaxed);

@@ -85,6 +85,33 @@ void tm_blocks_release(tm_heap *h, void *list, unsigned max) {
   if (first) tm_remote_free_chain(to, first, last);
 }
 
+/* ---- lists linked as caches link (the cache, the outbox) ----------------- */
+/* Keep the first n blocks of the list at *head there and return the rest,
+ * cut off; fewer stay if the list ends, or reaches a link that decodes to
+ * no block (in a fork child a list may have been cut mid-push). *kept, if
+ * given, says how many stayed. */
+void *tm_list_cut(void **head, unsigned n, unsigned *kept) {
+  void *last = NULL, *rest = *head;
+  unsigned i = 0;
+  for (; rest && !tm_link_bad(rest) && i < n; i++) {
+    last = rest;
+    rest = tm_link_get(rest);
+  }
+  if (last)
+    tm_link_set(last, NULL);
+  else
+    *head = NULL;
+  if (kept) *kept = i;
+  return rest;
+}
+
+/* Is p on the list starting at b (of at most TM_CACHE_LIMIT + 1 blocks)? */
+bool tm_list_holds(const void *b, const void *p) {
+  for (unsigned i = 0; b && !tm_link_bad(b) && i <= TM_CACHE_LIMIT; i++, b = tm_link_get(b))
+    if (b == p) return true;
+  return false;
+}
+
 /* Send the older blocks of h's outbox of class c back until `keep` remain
  * (h->lock held, and the outbox claimed if not by its owner). */
 void tm_outbox_flush(tm_heap *h, unsigned c, unsigned keep) {
@@ -92,17 +119,7 @@ void tm_outbox_flush(tm_heap *h, unsigned c, unsigned keep) {
   TM_ASSERT(tm_heap_locked(h));
   unsigned n = tm_outbox_n(o);
   if (n <= keep) return;
-  void *last = NULL; /* the last block kept; its link is cut */
-  void *rest = o->head;
-  for (unsigned kept = 0; rest && !tm_link_bad(rest) && kept < keep; kept++) {
-    last = rest;
-    rest = tm_link_get(rest);
-  }
-  if (last)
-    tm_link_set(last, NULL);
-  else
-    o->head = NULL;
-  tm_blocks_release(h, rest, n - keep);
+  tm_blocks_release(h, tm_list_cut(&o->head, keep, NULL), n - keep);
   atomic_store_explicit(&o->n, keep, memory_order_relaxed);
 }
 
@@ -118,14 +135,9 @@ static void tm_outbox_flush_newest(tm_heap *h, unsigned c, unsigned keep) {
   unsigned n = tm_outbox_n(o);
   if (n <= keep) return;
   unsigned go = n - keep;
-  void *first = o->head, *last = NULL, *rest = o->head;
-  for (unsigned i = 0; rest && !tm_link_bad(rest) && i < go; i++) {
-    last = rest;
-    rest = tm_link_get(rest);
-  }
-  if (!last) return;
-  tm_link_set(last, NULL);
-  o->head = rest;
+  void *first = o->head;
+  if (!first || tm_link_bad(first)) return;
+  o->head = tm_list_cut(&first, go, NULL); /* first: the newest `go` */
   atomic_store_explicit(&o->n, keep, memory_order_relaxed);
   tm_blocks_release(h, first, go);
 }
@@ -240,14 +252,6 @@ void *tm_outbox_take(tm_heap *h, unsigned c, unsigned min) {
   atomic_store_explicit(&o->n, 0, memory_order_relaxed);
   ((uint64_t *)top)[1] = 0; /* no longer marked free (see tm_free_key) */
   return top;
-}
-
-/* Is p on h's outbox of class c? h->lock held, by the owner. */
-bool tm_outbox_holds(const tm_heap *h, unsigned c, const void *p) {
-  const void *b = h->outbox[c].head;
-  for (unsigned i = 0; b && !tm_link_bad(b) && i <= TM_CACHE_LIMIT; i++, b = tm_link_get(b))
-    if (b == p) return true;
-  return false;
 }
 
 /* Bytes in h's outboxes (the census: a look, with blocks coming and going). */
