@@ -718,7 +718,8 @@ int tm_heap_check_locked(tm_heap *h) {
     if (len != tm_cache_n(k)) problems += tm_check_problem("cache list length differs from its count", k);
     if (tm_outbox_n(&h->outbox[c]) > h->outbox[c].cap) problems += tm_check_problem("outbox count out of range", &h->outbox[c]);
     len = tm_check_block_list(h, c, h->outbox[c].head, "outbox block is not a live block of its class");
-    if (len != tm_outbox_n(&h->outbox[c])) problems += tm_check_problem("outbox list length differs from its count", k);
+    if (len != tm_outbox_n(&h->outbox[c]))
+      problems += tm_check_problem("outbox list length differs from its count", &h->outbox[c]);
   }
   for (tm_span *s = h->full.first; s; s = s->next) {
     problems += tm_span_check(s, h);

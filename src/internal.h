@@ -511,7 +511,7 @@ bool tm_span_has_remote(const tm_span *s);
 tm_span *tm_remote_list_take(struct tm_heap *h);
 
 /* ---- freed blocks going back to their spans (outbox.c) ------------------- */
-void tm_blocks_release(tm_heap *h, void *list, unsigned max);
+unsigned tm_blocks_release(tm_heap *h, void *list, unsigned max);
 void tm_outbox_free(tm_span *s, void *p);
 void tm_outbox_flush(tm_heap *h, unsigned c, unsigned keep);
 void tm_outboxes_flush(tm_heap *h);

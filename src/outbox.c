@@ -54,11 +54,12 @@ static void tm_block_release_own(tm_heap *h, tm_span *s, void *p, uint32_t idx) 
  * NULL or at a link that decodes to no block: in a fork child a list may
  * have been cut mid-push). A block of one of h's spans goes into its
  * bitmap; any other goes to its span's thread_free, a run of consecutive
- * blocks of one span in one CAS. h->lock held. */
-void tm_blocks_release(tm_heap *h, void *list, unsigned max) {
+ * blocks of one span in one CAS. h->lock held. Returns how many went. */
+unsigned tm_blocks_release(tm_heap *h, void *list, unsigned max) {
   tm_span *to = NULL;                 /* the span of the chain being built */
   tm_block *first = NULL, *last = NULL; /* the chain, linked through next */
-  for (unsigned i = 0; list && !tm_link_bad(list) && i < max; i++) {
+  unsigned i = 0;
+  for (; list && !tm_link_bad(list) && i < max; i++) {
     void *next = tm_link_get(list);
     tm_span *s = tm_span_of(tm_segment_base(list), list);
     uint32_t idx;
@@ -83,6 +84,7 @@ void tm_blocks_release(tm_heap *h, void *list, unsigned max) {
     list = next;
   }
   if (first) tm_remote_free_chain(to, first, last);
+  return i;
 }
 
 /* ---- lists linked as caches link (the cache, the outbox) ----------------- */
@@ -119,7 +121,11 @@ void tm_outbox_flush(tm_heap *h, unsigned c, unsigned keep) {
   TM_ASSERT(tm_heap_locked(h));
   unsigned n = tm_outbox_n(o);
   if (n <= keep) return;
-  tm_blocks_release(h, tm_list_cut(&o->head, keep, NULL), n - keep);
+  /* the list as it is, not n - keep blocks of it: a count gone wrong would
+   * otherwise strand the blocks past it */
+  unsigned sent = tm_blocks_release(h, tm_list_cut(&o->head, keep, NULL), TM_CACHE_LIMIT + 1);
+  TM_ASSERT(sent == n - keep);
+  (void)sent;
   atomic_store_explicit(&o->n, keep, memory_order_relaxed);
 }
 
@@ -137,9 +143,11 @@ static void tm_outbox_flush_newest(tm_heap *h, unsigned c, unsigned keep) {
   unsigned go = n - keep;
   void *first = o->head;
   if (!first || tm_link_bad(first)) return;
-  o->head = tm_list_cut(&first, go, NULL); /* first: the newest `go` */
+  unsigned cut;
+  o->head = tm_list_cut(&first, go, &cut); /* first: the newest `go` */
+  TM_ASSERT(cut == go);
   atomic_store_explicit(&o->n, keep, memory_order_relaxed);
-  tm_blocks_release(h, first, go);
+  tm_blocks_release(h, first, cut);
 }
 
 void tm_outboxes_flush(tm_heap *h) {
@@ -159,25 +167,34 @@ void tm_outbox_enable_fast(void) {
 void tm_outbox_after_fork(void) { atomic_store_explicit(&tm_outbox_fast, false, memory_order_relaxed); }
 
 /* The common push: o holds blocks and has room, and no pager claims the
- * outboxes. False if the lock is needed. */
+ * outboxes. False if the lock is needed. The count is read again after the
+ * handshake: one read before it could predate a pager's send-back that
+ * finished just before the claim was looked at, and the push would count
+ * from a length the list no longer has (or fill an empty outbox without the
+ * lock). */
 static bool tm_outbox_push_fast(tm_heap *h, tm_outbox *o, unsigned cap, void *p) {
   if (!atomic_load_explicit(&tm_outbox_fast, memory_order_relaxed)) return false;
   unsigned n = tm_outbox_n(o);
-  if (n == 0 || n >= cap) return false;
+  if (n == 0 || n >= cap) return false; /* the slow path for sure: no handshake */
   atomic_store_explicit(&h->ob_busy, 1, memory_order_relaxed);
   /* the CPU may still move the store after the load: the pager's
    * membarrier is what forbids that, by a barrier on this CPU in between */
   atomic_signal_fence(memory_order_seq_cst);
-  bool claimed = atomic_load_explicit(&h->ob_claim, memory_order_relaxed);
-  if (TM_LIKELY(!claimed)) {
-    TM_ASSERT(p != o->head);
-    tm_link_set(p, o->head);
-    o->head = p;
-    atomic_store_explicit(&o->n, n + 1, memory_order_relaxed);
+  /* acquire: a claim of 0 that a pager's unclaim wrote brings its send-back */
+  bool pushed = false;
+  if (TM_LIKELY(!atomic_load_explicit(&h->ob_claim, memory_order_acquire))) {
+    n = tm_outbox_n(o);
+    if (TM_LIKELY(n != 0 && n < cap)) {
+      TM_ASSERT(p != o->head);
+      tm_link_set(p, o->head);
+      o->head = p;
+      atomic_store_explicit(&o->n, n + 1, memory_order_relaxed);
+      pushed = true;
+    }
   }
   /* release: a pager that sees 0 sees the push */
   atomic_store_explicit(&h->ob_busy, 0, memory_order_release);
-  return !claimed;
+  return pushed;
 }
 
 /* The pager, holding h->lock, wants to send h's outboxes back: true if it
