@@ -35,7 +35,7 @@ static void tm_census_span_cb(tm_span *s, void *arg) { tm_census_span(arg, s); }
 static void tm_census_heap(tm_census *c, tm_heap *h) {
   for (unsigned k = 0; k < TM_NUM_CLASSES; k++) c->cached += (size_t)tm_cache_n(&h->cache[k]) * tm_class_size(k);
   tm_heap_lock_quiet(h); /* a look is not activity */
-  c->cached += tm_outbox_bytes(h);
+  c->cached += tm_outbox_bytes(h) + h->stash_bytes;
   if (tm_heap_state(h) == TM_HEAP_ACTIVE) tm_heap_each_span(h, tm_census_span_cb, c);
   tm_heap_unlock_quiet(h);
 }

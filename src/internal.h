@@ -197,19 +197,16 @@ enum tm_heap_state {
  * bitmap bits are clear, so no page holding one is ever given back): they
  * reach the bitmap when the cache overflows or the heap is collected.
  *
- * A class's capacity starts at TM_CACHE_BASE blocks (16 above 8 KiB) and
- * doubles each time frees overflow it, up to TM_CACHE_CLASS_BYTES of blocks
- * (and TM_CACHE_LIMIT blocks), while the heap's growth in all stays within
- * TM_CACHE_GROW_BLOCKS; a scavenge halves it back for a class that needed
- * no refill since the last (heap.c). So a burst of frees larger than the
- * base costs fewer slow paths. The budget is in blocks, not bytes: each
- * cached block can pin its page, and the pager cannot touch the cache of a
- * thread that blocks (a budget of 1 MiB let the two blocked threads of
- * burst_idle keep 30 MB resident that went back before). */
+ * A class's capacity is TM_CACHE_BASE blocks (16 above 8 KiB). A cache
+ * that overflows moves its whole list to the heap's stash (below), where the
+ * next miss finds it, and where the pager can reach it: a cached block can
+ * pin its page, and nobody but the owner can touch its cache, so the caches
+ * stay small (capacities that grew to 1 MiB per heap let the two blocked
+ * threads of burst_idle keep 30 MB resident that went back before; doc/
+ * design.md). TM_CACHE_LIMIT bounds every walk of a list linked as caches
+ * link (a cache, an outbox, a stashed list). */
 #define TM_CACHE_BASE 31
 #define TM_CACHE_LIMIT 1024
-#define TM_CACHE_CLASS_BYTES ((size_t)256 << 10)
-#define TM_CACHE_GROW_BLOCKS 512
 typedef struct tm_cache {
   void *head;
   _Atomic uint32_t n; /* blocks on the list; relaxed atomic: the census reads it */
@@ -240,6 +237,26 @@ typedef struct tm_outbox {
  * outboxes as large as the caches, up to 31 blocks of 8 KiB). */
 #define TM_OUTBOX_BYTES ((size_t)64 << 10)
 
+/* Per class, the lists a cache let go of when frees overflowed it (src/
+ * stash.c), kept whole under the heap's lock: a malloc that finds its cache
+ * empty takes the newest back; the pager sends an idle heap's back to the
+ * spans. The lists live in descriptors in the heap (stash_lists), chained
+ * by index + 1 from top. */
+typedef struct tm_stash_list {
+  void *head;    /* linked as caches link */
+  uint32_t n;    /* its blocks */
+  uint8_t next;  /* the next older list of the class (index + 1), 0 at the end */
+} tm_stash_list;
+typedef struct tm_stash {
+  _Atomic uint32_t n; /* blocks in the class's lists; relaxed atomic: the census reads it */
+  uint8_t top;        /* the newest list (index + 1), 0 if none */
+} tm_stash;
+/* Descriptors per heap (a bit each in stash_used), and the bytes of blocks
+ * all the lists of a heap may hold: the memory an active thread keeps for
+ * its next burst beyond its caches; an idle one's goes back. */
+#define TM_STASH_LISTS 128
+#define TM_STASH_BYTES ((size_t)1 << 20)
+
 /* What the pager asks of a heap's owner (flush_request), honoured on its
  * next slow path. */
 enum { TM_ASK_NONE = 0, TM_ASK_SCAVENGE = 1, TM_ASK_FLUSH = 2 };
@@ -252,6 +269,10 @@ typedef struct tm_heap {
   tm_queue partial[TM_NUM_CLASSES];
   tm_queue full;
   tm_outbox outbox[TM_NUM_CLASSES];
+  tm_stash stash[TM_NUM_CLASSES];
+  tm_stash_list stash_lists[TM_STASH_LISTS];
+  uint64_t stash_used[TM_STASH_LISTS / 64]; /* descriptors in use */
+  size_t stash_bytes;  /* bytes of blocks in all stashed lists */
   _Atomic uint8_t ob_busy;  /* the owner is pushing on an outbox without the lock */
   _Atomic uint8_t ob_claim; /* the pager holds the outboxes (under the lock) */
   uint16_t misses[TM_NUM_CLASSES]; /* refills per class since the last scavenge */
@@ -261,7 +282,6 @@ typedef struct tm_heap {
   _Atomic uint32_t flush_request; /* TM_ASK_*: the pager wants cached blocks back */
   uint32_t check_count;           /* debug: periodic consistency checks */
   uint32_t cache_gen;             /* tm_cache_gen its cache capacities follow */
-  uint32_t cache_grown;           /* blocks of capacity above the base, all classes */
   uint32_t activity;       /* the owner's slow paths (under lock): the pager's sign of life */
   /* the trimmer's view of the heap (src/trim.c; one trimmer at a time) */
   uint32_t trim_seq;       /* lock_seq after its last visit */
@@ -512,6 +532,13 @@ tm_span *tm_remote_list_take(struct tm_heap *h);
 
 /* ---- freed blocks going back to their spans (outbox.c) ------------------- */
 unsigned tm_blocks_release(tm_heap *h, void *list, unsigned max);
+/* the stash (stash.c); h->lock held */
+bool tm_stash_put(tm_heap *h, unsigned c, void *list, unsigned n);
+void *tm_stash_take(tm_heap *h, unsigned c);
+void tm_stash_flush(tm_heap *h, unsigned c);
+void tm_stashes_flush(tm_heap *h);
+bool tm_stash_holds(const tm_heap *h, unsigned c, const void *p);
+int tm_stash_check(tm_heap *h, unsigned c, unsigned (*list_len)(tm_heap *, unsigned, void *));
 void tm_outbox_free(tm_span *s, void *p);
 void tm_outbox_flush(tm_heap *h, unsigned c, unsigned keep);
 void tm_outboxes_flush(tm_heap *h);

@@ -388,6 +388,49 @@ static void sc_blocked_freer(void) {
     printf("blocked freer: %ld of %ld KiB back in %d ms\n", full - rss_kb(), made, t_ms);
 }
 
+/* A thread makes 8 MiB of 64-byte blocks, frees one on each page first and
+ * then all the others, and blocks forever. Frees that overflow its cache
+ * go to its stash (src/stash.c) as whole lists until the stash is full: the
+ * first ones, one a page, pin up to 8 MiB there. The pager must send the
+ * sleeper's stash back itself (its cache it can only ask for), so that the
+ * spans empty and go back. */
+enum { CHURN_PAGES = 2048, CHURN_N = CHURN_PAGES * 64 };
+static void *churn_v[CHURN_N];
+static void *churns_then_sleeps(void *arg) {
+  (void)arg;
+  for (int i = 0; i < CHURN_N; i++) {
+    churn_v[i] = malloc(64);
+    if (!churn_v[i]) abort();
+    memset(churn_v[i], 0x33, 64);
+  }
+  if (write(made_pipe[1], "x", 1) != 1) abort(); /* made */
+  for (int i = 0; i < CHURN_N; i += 64) free(churn_v[i]);
+  for (int i = 0; i < CHURN_N; i++)
+    if (i % 64) free(churn_v[i]);
+  tell_then_block();
+  return NULL;
+}
+
+static void sc_blocked_stash(void) {
+  if (pipe(made_pipe) != 0 || pipe(block_pipe) != 0) abort();
+  memset(churn_v, 0, sizeof churn_v); /* resident before the base is taken */
+  long base = rss_kb();
+  pthread_t t;
+  pthread_create(&t, NULL, churns_then_sleeps, NULL);
+  char c;
+  if (read(made_pipe[0], &c, 1) != 1) abort(); /* made */
+  long full = rss_kb();
+  if (read(made_pipe[0], &c, 1) != 1) abort(); /* freed, and blocked */
+  poke_malloc();
+  long made = full - base;
+  int t_ms = wait_rss_below(base + 2048, 5000);
+  if (t_ms < 0)
+    problem("RSS %ld KiB: %ld KiB of the %ld KiB a thread made and freed before it blocked are still resident (base %ld)",
+            rss_kb(), rss_kb() - base, made, base);
+  else
+    printf("blocked stash: %ld of %ld KiB back in %d ms\n", full - rss_kb(), made, t_ms);
+}
+
 /* 64 MiB of 1-4 KiB blocks, 90% freed at random, the rest kept and idle:
  * the wholly free pages inside the spans go back, and what was kept is
  * intact (a purge of a page with a live block on it would zero it). */
@@ -480,11 +523,11 @@ static void sc_purge_race(void) {
 }
 
 /* The outbox's push without the lock against the pager taking the outbox
- * (src/outbox.c). A freer thread grows its cache of 64-byte blocks to 1024,
- * then frees 64-byte blocks the main thread makes, about one a microsecond:
- * its outbox fills without the lock for a millisecond at a time, long
- * enough for the pager (no delay, every heap counted idle) to find it idle
- * and take the outbox, now and then in the middle of a push. A pager that
+ * (src/outbox.c). A freer thread frees 64-byte blocks the main thread
+ * makes, about one a microsecond: its outbox fills without the lock for 16
+ * pushes at a time (from half its capacity of 31 to full), long enough for
+ * the pager (no delay, every heap counted idle) to find it idle and take
+ * the outbox, now and then in the middle of a push. A pager that
  * took it without the handshake would lose a block or hand one out twice:
  * patterns, the free key and the heap check catch either. */
 enum { XRING = 4096, XN = 64 };
@@ -509,9 +552,6 @@ static void spin_ns(long ns) {
 }
 static void *outbox_freer(void *arg) {
   (void)arg;
-  static void *own[1100];
-  for (int i = 0; i < 1100; i++) own[i] = xblock_new();
-  for (int i = 0; i < 1100; i++) xblock_free(own[i]); /* the cache grows to 1024 */
   long bad = 0;
   for (;;) {
     unsigned long t = atomic_load(&xtail);
@@ -878,6 +918,7 @@ static const struct {
     {"fork_busy", sc_fork_busy, {NULL}},
     {"blocked_owner", sc_blocked_owner, {NULL}},
     {"blocked_freer", sc_blocked_freer, {NULL}},
+    {"blocked_stash", sc_blocked_stash, {NULL}},
     {"partial_pages", sc_partial_pages, {NULL}},
     {"purge_race", sc_purge_race, {NO_DELAY, NULL}},
     {"tail_race", sc_tail_race, {NO_DELAY, NULL}},

@@ -315,65 +315,80 @@ static size_t req_for_class(unsigned c) {
   return r;
 }
 
-static size_t grown_sum(const tm_heap *h) {
-  size_t sum = 0;
-  for (unsigned c = 0; c < TM_NUM_CLASSES; c++)
-    if (h->cache[c].cap > tm_cache_cap(c)) sum += h->cache[c].cap - tm_cache_cap(c);
-  return sum;
+/* The stash (src/stash.c): a cache's overflow kept as whole lists, taken
+ * back whole by a miss, bounded, and sent back by a collect and by a
+ * scavenge of a class that needed no refill. */
+static unsigned stash_lists(const tm_heap *h, unsigned c) {
+  unsigned n = 0;
+  for (unsigned i = h->stash[c].top; i; i = h->stash_lists[i - 1].next) n++;
+  return n;
 }
 
-START_TEST(t_cache_growth) {
+START_TEST(t_stash) {
   enum { N = 3000 };
   static void *v[N];
-  /* no pager: its own scavenge requests would halve capacities at times
-   * this test cannot tell */
-  tm_pager_opt.enabled = 0;
+  tm_pager_opt.enabled = 0; /* its scavenges would come at times the test cannot tell */
+  unsigned c = tm_size_class(64);
+  tm_heap *h;
+  for (int i = 0; i < N; i++) ck_assert_ptr_nonnull(v[i] = malloc(req_for_class(c)));
+  h = tm_heap_tls;
+  ck_assert_uint_eq(atomic_load(&h->stash[c].n), 0);
+  unsigned left = tm_cache_n(&h->cache[c]); /* the last refill's rest */
+  for (int i = 0; i < N; i++) free(v[i]);
+  /* the overflows went to the stash, each a whole cache (a block of a span
+   * that was full goes to its bitmap instead: the slow path frees it) */
+  unsigned stashed = atomic_load(&h->stash[c].n), lists = stash_lists(h, c);
+  ck_assert_uint_gt(lists, 1);
+  ck_assert_uint_le(stashed + tm_cache_n(&h->cache[c]), N + left);
+  ck_assert_uint_gt(stashed, N * 9 / 10);
+  ck_assert_uint_eq(h->stash_bytes, (size_t)stashed * tm_class_size(c));
   struct tide_stats st;
   tide_get_stats(&st);
-  ck_assert_int_eq(st.pager_running, 0);
-  unsigned c64 = tm_size_class(64);
-  for (int i = 0; i < N; i++) ck_assert_ptr_nonnull(v[i] = malloc(req_for_class(c64)));
-  tm_heap *h = tm_heap_tls;
-  ck_assert_uint_eq(h->cache[c64].cap, TM_CACHE_BASE);
-  for (int i = 0; i < N; i++) free(v[i]);
-  /* 3000 frees: 31 doubled four times (465 blocks of growth); a fifth
-   * doubling would pass the heap's budget of 512 blocks */
-  ck_assert_uint_eq(h->cache[c64].cap, TM_CACHE_BASE * 16);
-  ck_assert_uint_le(tm_cache_n(&h->cache[c64]), h->cache[c64].cap);
-  ck_assert_uint_eq(h->cache_grown, grown_sum(h));
-  /* every class up to 8 KiB overflowed in turn: the heap's budget holds */
-  for (unsigned c = 0; c < TM_NUM_CLASSES && tm_class_size(c) <= 8192; c++) {
-    size_t n = tm_class_size(c);
-    for (int i = 0; i < 600; i++) ck_assert_ptr_nonnull(v[i] = malloc(req_for_class(c)));
-    for (int i = 0; i < 600; i++) free(v[i]);
-    ck_assert_uint_le(h->cache[c].cap, TM_CACHE_CLASS_BYTES / n > TM_CACHE_BASE ? TM_CACHE_CLASS_BYTES / n : TM_CACHE_BASE);
-  }
-  ck_assert_uint_eq(h->cache_grown, grown_sum(h));
-  ck_assert_uint_le(h->cache_grown, TM_CACHE_GROW_BLOCKS);
-  ck_assert_uint_gt(h->cache_grown, TM_CACHE_GROW_BLOCKS / 2);
-  /* scavenges (the pager's request, honoured on the owner's slow path) with
-   * no refill of class c64 in between: its capacity halves each time */
+  ck_assert_uint_ge(st.cached_bytes, h->stash_bytes);
   ck_assert_int_eq(tm_heap_check(h), 0);
-  uint32_t before = h->cache[c64].cap;
-  /* the first scavenge only forgets the refills of the 3000 mallocs */
-  uint32_t caps[3] = {before, 0, 0};
-  for (int round = 0; round <= 2; round++) {
-    atomic_store(&h->flush_request, TM_ASK_SCAVENGE);
-    tm_heap_catch_up(); /* what the owner's next slow path does */
-    ck_assert_uint_eq(atomic_load(&h->flush_request), TM_ASK_NONE);
-    if (round == 0) {
-      ck_assert_uint_eq(h->cache[c64].cap, before);
-      continue;
-    }
-    caps[round] = h->cache[c64].cap;
-    ck_assert_uint_eq(caps[round], caps[round - 1] / 2);
+  /* the cache empties; the next miss takes the newest list whole */
+  while (tm_cache_n(&h->cache[c])) ck_assert_ptr_nonnull(malloc(req_for_class(c)));
+  tm_stash_list newest = h->stash_lists[h->stash[c].top - 1];
+  void *p = malloc(req_for_class(c));
+  ck_assert_ptr_eq(p, newest.head);
+  ck_assert_uint_eq(tm_cache_n(&h->cache[c]), newest.n - 1);
+  ck_assert_uint_eq(atomic_load(&h->stash[c].n), stashed - newest.n);
+  ck_assert_uint_eq(stash_lists(h, c), lists - 1);
+  ck_assert_int_eq(tm_heap_check(h), 0);
+  /* a collect sends the stash back */
+  tide_collect();
+  ck_assert_uint_eq(h->stash_bytes, 0);
+  ck_assert_uint_eq(atomic_load(&h->stash[c].n), 0);
+  /* bounded, in lists and in bytes: every class up to 8 KiB overflows its
+   * cache in turn (the small ones use up the lists), then 8 KiB blocks
+   * alone (the bytes) */
+  for (unsigned k = 0; k < TM_NUM_CLASSES && tm_class_size(k) <= 8192; k++) {
+    for (int i = 0; i < 600; i++) ck_assert_ptr_nonnull(v[i] = malloc(req_for_class(k)));
+    for (int i = 0; i < 600; i++) free(v[i]);
+    ck_assert_uint_le(h->stash_bytes, TM_STASH_BYTES);
   }
-  ck_assert_uint_ge(h->cache[c64].cap, TM_CACHE_BASE);
-  ck_assert_uint_le(tm_cache_n(&h->cache[c64]), h->cache[c64].cap);
-  ck_assert_uint_eq(h->cache_grown, grown_sum(h));
+  unsigned all = 0;
+  for (unsigned k = 0; k < TM_NUM_CLASSES; k++) all += stash_lists(h, k);
+  ck_assert_uint_eq(all, TM_STASH_LISTS);
+  ck_assert_int_eq(tm_heap_check(h), 0);
+  tide_collect();
+  unsigned k = tm_size_class(8192);
+  for (int i = 0; i < 600; i++) ck_assert_ptr_nonnull(v[i] = malloc(req_for_class(k)));
+  for (int i = 0; i < 600; i++) free(v[i]);
+  ck_assert_uint_le(h->stash_bytes, TM_STASH_BYTES);
+  ck_assert_uint_gt(h->stash_bytes, TM_STASH_BYTES / 2);
+  ck_assert_int_eq(tm_heap_check(h), 0);
+  /* scavenges with no refill of class k in between: its stash goes back */
+  ck_assert_uint_gt(atomic_load(&h->stash[k].n), 0);
+  for (int round = 0; round < 2; round++) { /* the first forgets the refills */
+    atomic_store(&h->flush_request, TM_ASK_SCAVENGE);
+    tm_heap_catch_up();
+  }
+  ck_assert_uint_eq(atomic_load(&h->stash[k].n), 0);
   ck_assert_int_eq(tm_heap_check(h), 0);
 }
 END_TEST
+
 
 START_TEST(t_delay_next) {
   const uint64_t M = 1u << 20;
@@ -409,7 +424,7 @@ int main(void) {
                         "qemu-user ignores madvise(MADV_NOHUGEPAGE) (it returns 0; no \"nh\" in VmFlags)");
   tcase_add_test(tc, t_no_nohuge_without_thp_always);
   tcase_add_test(tc, t_delay_next);
-  tcase_add_test(tc, t_cache_growth);
+  tcase_add_test(tc, t_stash);
   tcase_add_test(tc, t_map_aligned_wrap);
   suite_add_tcase(su, tc);
   return check_run(su, CK_FORK_GETENV);

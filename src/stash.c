@@ -1,0 +1,137 @@
+/* The stash: what a class's cache let go of when frees overflowed it, kept
+ * as whole lists under the heap's lock (doc/design.md, "The stash").
+ *
+ * A cache that overflows used to send its older half to the spans' bitmaps,
+ * and the next run of mallocs took blocks out of the bitmaps again: a
+ * program that allocates a few hundred blocks and frees them all, over and
+ * over (glibc-simple, rbstress), paid a bitmap update per block twice a
+ * round. Growing the caches instead was fast (glibc-simple 1.30x with 1 MiB
+ * of growth per heap) but cost memory: a cached block pins its page, and
+ * nobody but the owner can touch its cache, so a thread that blocks keeps
+ * them all (burst_idle: 53 MB resident after idle against 22.6 MB).
+ *
+ * The stash has the speed of the first and not the cost: the overflowing
+ * half moves here as it is, one list, without touching a block; a malloc
+ * that finds its cache empty takes the newest list back whole. Both already
+ * hold the heap's lock, and the lock is what lets the pager reach it: an
+ * idle or blocked thread's stash goes back to the bitmaps with its remote
+ * frees (src/trim.c), a scavenge sends back the stash of a class that
+ * needed no refill, and the flushes that empty the caches empty it too.
+ *
+ * Lists are kept in descriptors in the heap (TM_STASH_LISTS of them), not
+ * in the blocks: the blocks' first word links them as a cache does and the
+ * second holds the free key, and 16-byte blocks have no third. */
+#include "internal.h"
+
+/* Take a free descriptor: its index, or -1 if all are in use. */
+static int tm_stash_desc_new(tm_heap *h) {
+  for (unsigned w = 0; w < TM_STASH_LISTS / 64; w++) {
+    uint64_t free = ~h->stash_used[w];
+    if (!free) continue;
+    unsigned i = (unsigned)__builtin_ctzll(free);
+    h->stash_used[w] |= (uint64_t)1 << i;
+    return (int)(w * 64 + i);
+  }
+  return -1;
+}
+
+static bool tm_stash_desc_used(const tm_heap *h, unsigned i) {
+  return (h->stash_used[i / 64] >> (i % 64)) & 1;
+}
+
+static void tm_stash_desc_drop(tm_heap *h, unsigned i) {
+  TM_ASSERT(tm_stash_desc_used(h, i));
+  h->stash_used[i / 64] &= ~((uint64_t)1 << (i % 64));
+}
+
+static void tm_stash_count(tm_heap *h, unsigned c, int blocks) {
+  tm_stash *st = &h->stash[c];
+  atomic_store_explicit(&st->n, (uint32_t)((int)atomic_load_explicit(&st->n, memory_order_relaxed) + blocks),
+                        memory_order_relaxed);
+  h->stash_bytes = (size_t)((ptrdiff_t)h->stash_bytes + (ptrdiff_t)blocks * (ptrdiff_t)tm_class_size(c));
+}
+
+/* Keep `list` (n blocks of class c, linked as caches link) as one list, if
+ * a descriptor and the heap's budget allow; false, and nothing kept, if not.
+ * h->lock held. */
+bool tm_stash_put(tm_heap *h, unsigned c, void *list, unsigned n) {
+  TM_ASSERT(tm_heap_locked(h));
+  if (!list || !n || h->stash_bytes + (size_t)n * tm_class_size(c) > TM_STASH_BYTES) return false;
+  int i = tm_stash_desc_new(h);
+  if (i < 0) return false;
+  tm_stash_list *l = &h->stash_lists[i];
+  l->head = list;
+  l->n = n;
+  l->next = h->stash[c].top;
+  h->stash[c].top = (uint8_t)(i + 1);
+  tm_stash_count(h, c, (int)n);
+  return true;
+}
+
+/* The cache of class c is empty: the newest stashed list becomes it (cut
+ * to the cache's capacity, which may have shrunk since), and its top block
+ * is returned, no longer marked free; NULL if there is none. h->lock held,
+ * by the owner. */
+void *tm_stash_take(tm_heap *h, unsigned c) {
+  tm_stash *st = &h->stash[c];
+  tm_cache *k = &h->cache[c];
+  if (!st->top || tm_cache_n(k) != 0) return NULL;
+  unsigned i = st->top - 1u;
+  tm_stash_list *l = &h->stash_lists[i];
+  void *list = l->head;
+  unsigned n = l->n;
+  st->top = l->next;
+  tm_stash_desc_drop(h, i);
+  tm_stash_count(h, c, -(int)n);
+  if (n > (unsigned)k->cap + 1u) { /* more than fits: the rest to the bitmaps */
+    void *rest = tm_list_cut(&list, k->cap + 1u, &n);
+    tm_blocks_release(h, rest, TM_CACHE_LIMIT + 1);
+  }
+  k->head = tm_link_get(list); /* a bad link is the cache pop's to catch */
+  tm_cache_set_n(k, n - 1);
+  ((uint64_t *)list)[1] = 0; /* no longer marked free (see tm_free_key) */
+  return list;
+}
+
+/* Send every stashed list of class c back to the spans (h->lock held). */
+void tm_stash_flush(tm_heap *h, unsigned c) {
+  tm_stash *st = &h->stash[c];
+  while (st->top) {
+    unsigned i = st->top - 1u;
+    tm_stash_list *l = &h->stash_lists[i];
+    st->top = l->next;
+    unsigned sent = tm_blocks_release(h, l->head, TM_CACHE_LIMIT + 1);
+    TM_ASSERT(sent == l->n);
+    (void)sent;
+    tm_stash_count(h, c, -(int)l->n);
+    tm_stash_desc_drop(h, i);
+  }
+}
+
+void tm_stashes_flush(tm_heap *h) {
+  if (!h->stash_bytes) return;
+  for (unsigned c = 0; c < TM_NUM_CLASSES; c++) tm_stash_flush(h, c);
+  TM_ASSERT(h->stash_bytes == 0);
+}
+
+/* The heap check's look at class c's lists: how many problems. */
+int tm_stash_check(tm_heap *h, unsigned c, unsigned (*list_len)(tm_heap *, unsigned, void *)) {
+  int problems = 0;
+  unsigned stashed = 0, lists = 0;
+  for (unsigned i = h->stash[c].top; i && lists < TM_STASH_LISTS; i = h->stash_lists[i - 1].next, lists++) {
+    tm_stash_list *l = &h->stash_lists[i - 1];
+    if (!tm_stash_desc_used(h, i - 1)) problems += tm_check_problem("stashed list in a free descriptor", l);
+    if (list_len(h, c, l->head) != l->n) problems += tm_check_problem("stashed list length differs from its count", l);
+    stashed += l->n;
+  }
+  if (stashed != atomic_load_explicit(&h->stash[c].n, memory_order_relaxed))
+    problems += tm_check_problem("stash count differs from its lists", &h->stash[c]);
+  return problems;
+}
+
+/* Is p in a stashed list of class c (h->lock held)? */
+bool tm_stash_holds(const tm_heap *h, unsigned c, const void *p) {
+  for (unsigned i = h->stash[c].top; i; i = h->stash_lists[i - 1].next)
+    if (tm_list_holds(h->stash_lists[i - 1].head, p)) return true;
+  return false;
+}
