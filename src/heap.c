@@ -658,10 +658,10 @@ void tm_heap_collect_all(tm_heap *h) {
 
 tm_heap *tm_heap_shared_get(void) { return tm_heap_shared; }
 
-/* The length of a cache or outbox list of class c, up to the first block
+/* The length of a cache, outbox or stashed list of class c, up to the first block
  * that is not a block of that class in use (reported): only h's own spans'
  * bitmaps can be read, the others change under their owners' locks. */
-static unsigned tm_check_block_list(tm_heap *h, unsigned c, void *b, const char *what) {
+unsigned tm_check_block_list(tm_heap *h, unsigned c, void *b, const char *what) {
   unsigned len = 0;
   for (; b && len <= TM_CACHE_LIMIT; b = tm_link_get(b), len++) {
     tm_segment *seg = tm_link_bad(b) ? NULL : tm_segment_of(b);
@@ -674,10 +674,6 @@ static unsigned tm_check_block_list(tm_heap *h, unsigned c, void *b, const char 
     }
   }
   return len;
-}
-
-static unsigned tm_check_stashed(tm_heap *h, unsigned c, void *b) {
-  return tm_check_block_list(h, c, b, "stashed block is not a live block of its class");
 }
 
 int tm_heap_check_locked(tm_heap *h) {
@@ -704,8 +700,8 @@ int tm_heap_check_locked(tm_heap *h) {
     len = tm_check_block_list(h, c, h->outbox[c].head, "outbox block is not a live block of its class");
     if (len != tm_outbox_n(&h->outbox[c]))
       problems += tm_check_problem("outbox list length differs from its count", &h->outbox[c]);
-    problems += tm_stash_check(h, c, tm_check_stashed);
   }
+  problems += tm_stash_check(h);
   for (tm_span *s = h->full.first; s; s = s->next) {
     problems += tm_span_check(s, h);
     if (s->queue != TM_Q_FULL) problems += tm_check_problem("full span in the wrong queue", s);

@@ -241,16 +241,12 @@ typedef struct tm_outbox {
  * stash.c), kept whole under the heap's lock: a malloc that finds its cache
  * empty takes the newest back; the pager sends an idle heap's back to the
  * spans. The lists live in descriptors in the heap (stash_lists), chained
- * by index + 1 from top. */
+ * by index + 1 from stash_top[class], newest first. */
 typedef struct tm_stash_list {
   void *head;    /* linked as caches link */
   uint32_t n;    /* its blocks */
   uint8_t next;  /* the next older list of the class (index + 1), 0 at the end */
 } tm_stash_list;
-typedef struct tm_stash {
-  _Atomic uint32_t n; /* blocks in the class's lists; relaxed atomic: the census reads it */
-  uint8_t top;        /* the newest list (index + 1), 0 if none */
-} tm_stash;
 /* Descriptors per heap (a bit each in stash_used), and the bytes of blocks
  * all the lists of a heap may hold: the memory an active thread keeps for
  * its next burst beyond its caches; an idle one's goes back. Per thread, so
@@ -273,7 +269,7 @@ typedef struct tm_heap {
   tm_queue partial[TM_NUM_CLASSES];
   tm_queue full;
   tm_outbox outbox[TM_NUM_CLASSES];
-  tm_stash stash[TM_NUM_CLASSES];
+  uint8_t stash_top[TM_NUM_CLASSES]; /* per class, the newest list (index + 1), 0 if none */
   tm_stash_list stash_lists[TM_STASH_LISTS];
   uint64_t stash_used[TM_STASH_LISTS / 64]; /* descriptors in use */
   size_t stash_bytes;  /* bytes of blocks in all stashed lists */
@@ -542,12 +538,14 @@ void *tm_stash_take(tm_heap *h, unsigned c);
 void tm_stash_flush(tm_heap *h, unsigned c);
 void tm_stashes_flush(tm_heap *h);
 bool tm_stash_holds(const tm_heap *h, unsigned c, const void *p);
-int tm_stash_check(tm_heap *h, unsigned c, unsigned (*list_len)(tm_heap *, unsigned, void *));
+int tm_stash_check(tm_heap *h);
 void tm_outbox_free(tm_span *s, void *p);
 void tm_outbox_flush(tm_heap *h, unsigned c, unsigned keep);
 void tm_outboxes_flush(tm_heap *h);
 void *tm_outbox_take(tm_heap *h, unsigned c, unsigned min);
 void *tm_list_cut(void **head, unsigned n, unsigned *kept);
+void *tm_cache_take_list(tm_cache *k, void *list, unsigned n);
+unsigned tm_check_block_list(tm_heap *h, unsigned c, void *b, const char *what);
 bool tm_list_holds(const void *b, const void *p);
 size_t tm_outbox_bytes(const tm_heap *h);
 TM_INLINE unsigned tm_outbox_n(const tm_outbox *o) {

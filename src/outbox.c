@@ -107,6 +107,17 @@ void *tm_list_cut(void **head, unsigned n, unsigned *kept) {
   return rest;
 }
 
+/* An empty cache takes `list` (n blocks, linked as caches link) as its
+ * blocks, and the top one is returned, no longer marked free (see
+ * tm_free_key): a malloc miss served by the outbox or the stash. */
+void *tm_cache_take_list(tm_cache *k, void *list, unsigned n) {
+  TM_ASSERT(tm_cache_n(k) == 0 && list && n >= 1);
+  k->head = tm_link_get(list); /* a bad link is the cache pop's to catch */
+  tm_cache_set_n(k, n - 1);
+  ((uint64_t *)list)[1] = 0;
+  return list;
+}
+
 /* Is p on the list starting at b (of at most TM_CACHE_LIMIT + 1 blocks)? */
 bool tm_list_holds(const void *b, const void *p) {
   for (unsigned i = 0; b && !tm_link_bad(b) && i <= TM_CACHE_LIMIT; i++, b = tm_link_get(b))
@@ -263,12 +274,9 @@ void *tm_outbox_take(tm_heap *h, unsigned c, unsigned min) {
   void *top = o->head;
   unsigned n = tm_outbox_n(o);
   if (!top || n < min || tm_cache_n(k) != 0 || n - 1 > k->cap) return NULL;
-  k->head = tm_link_get(top); /* a bad link is the cache pop's to catch */
-  tm_cache_set_n(k, n - 1);
   o->head = NULL;
   atomic_store_explicit(&o->n, 0, memory_order_relaxed);
-  ((uint64_t *)top)[1] = 0; /* no longer marked free (see tm_free_key) */
-  return top;
+  return tm_cache_take_list(k, top, n);
 }
 
 /* Bytes in h's outboxes (the census: a look, with blocks coming and going). */

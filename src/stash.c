@@ -10,8 +10,8 @@
  * nobody but the owner can touch its cache, so a thread that blocks keeps
  * them all (burst_idle: 53 MB resident after idle against 22.6 MB).
  *
- * The stash has the speed of the first and not the cost: the overflowing
- * half moves here as it is, one list, without touching a block; a malloc
+ * The stash has the speed of the second and not the cost: the overflowing
+ * cache's list moves here as it is, without touching a block; a malloc
  * that finds its cache empty takes the newest list back whole. Both already
  * hold the heap's lock, and the lock is what lets the pager reach it: an
  * idle or blocked thread's stash goes back to the bitmaps with its remote
@@ -44,67 +44,52 @@ static void tm_stash_desc_drop(tm_heap *h, unsigned i) {
   h->stash_used[i / 64] &= ~((uint64_t)1 << (i % 64));
 }
 
-static void tm_stash_count(tm_heap *h, unsigned c, int blocks) {
-  tm_stash *st = &h->stash[c];
-  atomic_store_explicit(&st->n, (uint32_t)((int)atomic_load_explicit(&st->n, memory_order_relaxed) + blocks),
-                        memory_order_relaxed);
-  h->stash_bytes = (size_t)((ptrdiff_t)h->stash_bytes + (ptrdiff_t)blocks * (ptrdiff_t)tm_class_size(c));
-}
-
 /* Keep `list` (n blocks of class c, linked as caches link) as one list, if
  * a descriptor and the heap's budget allow; false, and nothing kept, if not.
  * h->lock held. */
 bool tm_stash_put(tm_heap *h, unsigned c, void *list, unsigned n) {
   TM_ASSERT(tm_heap_locked(h));
-  if (!list || !n || h->stash_bytes + (size_t)n * tm_class_size(c) > TM_STASH_BYTES) return false;
+  size_t bytes = (size_t)n * tm_class_size(c);
+  if (!list || !n || h->stash_bytes + bytes > TM_STASH_BYTES) return false;
   int i = tm_stash_desc_new(h);
   if (i < 0) return false;
   tm_stash_list *l = &h->stash_lists[i];
   l->head = list;
   l->n = n;
-  l->next = h->stash[c].top;
-  h->stash[c].top = (uint8_t)(i + 1);
-  tm_stash_count(h, c, (int)n);
+  l->next = h->stash_top[c];
+  h->stash_top[c] = (uint8_t)(i + 1);
+  h->stash_bytes += bytes;
   return true;
 }
 
-/* The cache of class c is empty: the newest stashed list becomes it (cut
- * to the cache's capacity, which may have shrunk since), and its top block
- * is returned, no longer marked free; NULL if there is none. h->lock held,
- * by the owner. */
-void *tm_stash_take(tm_heap *h, unsigned c) {
-  tm_stash *st = &h->stash[c];
-  tm_cache *k = &h->cache[c];
-  if (!st->top || tm_cache_n(k) != 0) return NULL;
-  unsigned i = st->top - 1u;
-  tm_stash_list *l = &h->stash_lists[i];
-  void *list = l->head;
-  unsigned n = l->n;
-  st->top = l->next;
+/* Unlink the newest list of class c (there is one) and free its descriptor. */
+static tm_stash_list tm_stash_pop(tm_heap *h, unsigned c) {
+  unsigned i = h->stash_top[c] - 1u;
+  tm_stash_list l = h->stash_lists[i];
+  h->stash_top[c] = l.next;
   tm_stash_desc_drop(h, i);
-  tm_stash_count(h, c, -(int)n);
-  if (n > (unsigned)k->cap + 1u) { /* more than fits: the rest to the bitmaps */
-    void *rest = tm_list_cut(&list, k->cap + 1u, &n);
-    tm_blocks_release(h, rest, TM_CACHE_LIMIT + 1);
-  }
-  k->head = tm_link_get(list); /* a bad link is the cache pop's to catch */
-  tm_cache_set_n(k, n - 1);
-  ((uint64_t *)list)[1] = 0; /* no longer marked free (see tm_free_key) */
-  return list;
+  h->stash_bytes -= (size_t)l.n * tm_class_size(c);
+  return l;
+}
+
+/* The cache of class c is empty: the newest stashed list becomes it, and
+ * its top block is returned; NULL if there is none. A list is never longer
+ * than the cache's capacity: capacities change only with the cache
+ * generation, which flushes the stash first. h->lock held, by the owner. */
+void *tm_stash_take(tm_heap *h, unsigned c) {
+  if (!h->stash_top[c] || tm_cache_n(&h->cache[c]) != 0) return NULL;
+  tm_stash_list l = tm_stash_pop(h, c);
+  TM_ASSERT(l.n <= h->cache[c].cap);
+  return tm_cache_take_list(&h->cache[c], l.head, l.n);
 }
 
 /* Send every stashed list of class c back to the spans (h->lock held). */
 void tm_stash_flush(tm_heap *h, unsigned c) {
-  tm_stash *st = &h->stash[c];
-  while (st->top) {
-    unsigned i = st->top - 1u;
-    tm_stash_list *l = &h->stash_lists[i];
-    st->top = l->next;
-    unsigned sent = tm_blocks_release(h, l->head, TM_CACHE_LIMIT + 1);
-    TM_ASSERT(sent == l->n);
+  while (h->stash_top[c]) {
+    tm_stash_list l = tm_stash_pop(h, c);
+    unsigned sent = tm_blocks_release(h, l.head, TM_CACHE_LIMIT + 1);
+    TM_ASSERT(sent == l.n);
     (void)sent;
-    tm_stash_count(h, c, -(int)l->n);
-    tm_stash_desc_drop(h, i);
   }
 }
 
@@ -114,24 +99,28 @@ void tm_stashes_flush(tm_heap *h) {
   TM_ASSERT(h->stash_bytes == 0);
 }
 
-/* The heap check's look at class c's lists: how many problems. */
-int tm_stash_check(tm_heap *h, unsigned c, unsigned (*list_len)(tm_heap *, unsigned, void *)) {
+/* The heap check's look at the stash: every list in a descriptor in use,
+ * as long as it says, of live blocks of its class; the bytes as counted. */
+int tm_stash_check(tm_heap *h) {
   int problems = 0;
-  unsigned stashed = 0, lists = 0;
-  for (unsigned i = h->stash[c].top; i && lists < TM_STASH_LISTS; i = h->stash_lists[i - 1].next, lists++) {
-    tm_stash_list *l = &h->stash_lists[i - 1];
-    if (!tm_stash_desc_used(h, i - 1)) problems += tm_check_problem("stashed list in a free descriptor", l);
-    if (list_len(h, c, l->head) != l->n) problems += tm_check_problem("stashed list length differs from its count", l);
-    stashed += l->n;
+  size_t bytes = 0;
+  for (unsigned c = 0; c < TM_NUM_CLASSES; c++) {
+    unsigned lists = 0;
+    for (unsigned i = h->stash_top[c]; i && lists < TM_STASH_LISTS; i = h->stash_lists[i - 1].next, lists++) {
+      tm_stash_list *l = &h->stash_lists[i - 1];
+      if (!tm_stash_desc_used(h, i - 1)) problems += tm_check_problem("stashed list in a free descriptor", l);
+      if (tm_check_block_list(h, c, l->head, "stashed block is not a live block of its class") != l->n)
+        problems += tm_check_problem("stashed list length differs from its count", l);
+      bytes += (size_t)l->n * tm_class_size(c);
+    }
   }
-  if (stashed != atomic_load_explicit(&h->stash[c].n, memory_order_relaxed))
-    problems += tm_check_problem("stash count differs from its lists", &h->stash[c]);
+  if (bytes != h->stash_bytes) problems += tm_check_problem("stash bytes differ from its lists", &h->stash_bytes);
   return problems;
 }
 
 /* Is p in a stashed list of class c (h->lock held)? */
 bool tm_stash_holds(const tm_heap *h, unsigned c, const void *p) {
-  for (unsigned i = h->stash[c].top; i; i = h->stash_lists[i - 1].next)
+  for (unsigned i = h->stash_top[c]; i; i = h->stash_lists[i - 1].next)
     if (tm_list_holds(h->stash_lists[i - 1].head, p)) return true;
   return false;
 }

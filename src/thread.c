@@ -54,9 +54,8 @@ static void tm_heap_reset(tm_heap *h) {
     TM_ASSERT(tm_outbox_n(&h->outbox[c]) == 0); /* sent back before the heap was pooled */
     h->outbox[c].head = NULL;
     atomic_store_explicit(&h->outbox[c].n, 0, memory_order_relaxed);
-    TM_ASSERT(!h->stash[c].top); /* sent back too */
-    h->stash[c].top = 0;
-    atomic_store_explicit(&h->stash[c].n, 0, memory_order_relaxed);
+    TM_ASSERT(!h->stash_top[c]); /* sent back too */
+    h->stash_top[c] = 0;
   }
   memset(h->stash_used, 0, sizeof h->stash_used);
   h->stash_bytes = 0;

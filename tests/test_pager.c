@@ -349,6 +349,20 @@ static void sc_blocked_owner(void) {
     printf("blocked owner: %ld KiB back in %d ms\n", full - rss_kb(), t_ms);
 }
 
+/* A blocked thread freed what took RSS from base to full: within 5 s all
+ * of it but 2 MiB must be back, which only the pager can do. */
+static void expect_back_from_blocked(const char *what, long base, long full) {
+  poke_malloc();
+  long made = full - base;
+  int t_ms = wait_rss_below(base + 2048, 5000);
+  if (t_ms < 0)
+    problem("%s: RSS %ld KiB: %ld KiB of the %ld KiB a thread freed before it blocked are still resident "
+            "(base %ld)",
+            what, rss_kb(), rss_kb() - base, made, base);
+  else
+    printf("%s: %ld of %ld KiB back in %d ms\n", what, full - rss_kb(), made, t_ms);
+}
+
 /* The other way round: we make blocks of the larger small classes, a
  * thread frees them all and then blocks forever. The blocks it freed last
  * wait in its outbox (src/outbox.c), each pinning a page of one of our spans
@@ -378,14 +392,7 @@ static void sc_blocked_freer(void) {
   pthread_create(&t, NULL, frees_then_sleep, NULL);
   char c;
   if (read(made_pipe[0], &c, 1) != 1) abort(); /* it freed them all */
-  poke_malloc();
-  long made = full - base;
-  int t_ms = wait_rss_below(base + 2048, 5000);
-  if (t_ms < 0)
-    problem("RSS %ld KiB: %ld KiB of the %ld KiB we made and a blocked thread freed are still resident (base %ld)",
-            rss_kb(), rss_kb() - base, made, base);
-  else
-    printf("blocked freer: %ld of %ld KiB back in %d ms\n", full - rss_kb(), made, t_ms);
+  expect_back_from_blocked("blocked freer", base, full);
 }
 
 /* A thread makes 8 MiB of 64-byte blocks, frees one on each page first and
@@ -421,14 +428,7 @@ static void sc_blocked_stash(void) {
   if (read(made_pipe[0], &c, 1) != 1) abort(); /* made */
   long full = rss_kb();
   if (read(made_pipe[0], &c, 1) != 1) abort(); /* freed, and blocked */
-  poke_malloc();
-  long made = full - base;
-  int t_ms = wait_rss_below(base + 2048, 5000);
-  if (t_ms < 0)
-    problem("RSS %ld KiB: %ld KiB of the %ld KiB a thread made and freed before it blocked are still resident (base %ld)",
-            rss_kb(), rss_kb() - base, made, base);
-  else
-    printf("blocked stash: %ld of %ld KiB back in %d ms\n", full - rss_kb(), made, t_ms);
+  expect_back_from_blocked("blocked stash", base, full);
 }
 
 /* 64 MiB of 1-4 KiB blocks, 90% freed at random, the rest kept and idle:
