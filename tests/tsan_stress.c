@@ -11,6 +11,8 @@
  * consistency check at the end. A further thread turns M_PERTURB on and off
  * (mallopt's steps: the byte, the cache generation) while the workers run,
  * so every heap follows new cache capacities in the middle of its traffic.
+ * Bursts of one size overflow the caches into the stashes, which the pager
+ * sends back from heaps it counts idle, under the heaps' locks.
  * Exit status 0 and no TSan report means clean. */
 #include "internal.h"
 
@@ -32,6 +34,7 @@ static pthread_mutex_t box_lock = PTHREAD_MUTEX_INITIALIZER;
 static block box[MAILBOX];
 static size_t box_n;
 static atomic_int damaged;
+static atomic_int stash_seen; /* bursts after which the heap had a stash */
 
 /* Stamp: size and address in the first 16 bytes (a byte pattern below). */
 static uint64_t stamp_word(const void *p, size_t n) { return ((uint64_t)(uintptr_t)p * 0x9e3779b97f4a7c15ull) ^ n; }
@@ -88,6 +91,16 @@ static void *worker(void *arg) {
       if (!slot[i].p) abort();
       stamp(slot[i].p, n);
     }
+    if (op % 1024 == 0) { /* a burst of one size: the cache overflows into the stash */
+      void *burst[100];
+      for (int k = 0; k < 100; k++)
+        if (!(burst[k] = tm_malloc(64))) abort();
+      for (int k = 0; k < 100; k++) tm_free(burst[k]);
+      tm_heap *h = tm_heap_tls;
+      tm_heap_lock(h); /* the pager may be sending it back right now */
+      if (h->stash_bytes) atomic_fetch_add(&stash_seen, 1);
+      tm_heap_unlock(h);
+    }
     if (op % 64 == 0) { /* free what other threads handed over */
       pthread_mutex_lock(&box_lock);
       while (box_n) check_and_free(box[--box_n]);
@@ -141,6 +154,10 @@ int main(void) {
     printf("tsan_stress: the pager never took an outbox\n");
     return 1;
   }
+  if (!atomic_load(&stash_seen)) {
+    printf("tsan_stress: no burst ever reached the stash\n");
+    return 1;
+  }
   tm_pager_stats ps;
   tm_pager_get_stats(&ps);
   if (!ps.started || !ps.batches) {
@@ -148,7 +165,7 @@ int main(void) {
            (unsigned long long)ps.batches);
     return 1;
   }
-  printf("tsan_stress: ok (pager: %llu rounds, %llu batches)\n", (unsigned long long)ps.rounds,
-         (unsigned long long)ps.batches);
+  printf("tsan_stress: ok (pager: %llu rounds, %llu batches; %d bursts stashed)\n", (unsigned long long)ps.rounds,
+         (unsigned long long)ps.batches, atomic_load(&stash_seen));
   return 0;
 }
