@@ -212,6 +212,14 @@ static uint64_t tm_slice_pages(tm_segment *seg, uint64_t m, unsigned idx) {
   return pages;
 }
 
+/* Descriptors of slices [from, to) that start no span (free slices, and
+ * every slice of a span after its first) have heap 0: the free fast path
+ * reads the descriptor of a block's slice without the slice map
+ * (tm_slice_desc), and must find no owner there unless it is the span's. */
+static void tm_slices_clear_owners(tm_segment *seg, unsigned from, unsigned to) {
+  for (unsigned j = from; j < to; j++) atomic_store_explicit(&seg->spans[j].heap, 0, memory_order_relaxed);
+}
+
 static tm_span *tm_take_run(tm_segment *seg, unsigned idx, unsigned n, bool bitmap) {
   uint64_t m = tm_run_mask(idx, n);
   uint64_t dirty = seg->dirty_slices & m; /* a former span's pages may still be there */
@@ -221,6 +229,7 @@ static tm_span *tm_take_run(tm_segment *seg, unsigned idx, unsigned n, bool bitm
   seg->dirty_slices &= ~m;
   seg->header_clean = 0;
   for (unsigned j = idx; j < idx + n; j++) seg->slice_map[j] = (uint8_t)idx;
+  tm_slices_clear_owners(seg, idx + 1, idx + n);
   tm_span *s = &seg->spans[idx];
   s->slice_count = (uint8_t)n;
   s->bits = NULL;
@@ -290,6 +299,7 @@ void tm_slices_free(tm_span *s) {
   TM_ASSERT(tm_span_kind(s) != TM_SPAN_SMALL ||
             (tm_notice_state(s) == TM_NOTICE_NEVER && !tm_span_has_remote(s) && s->used == 0));
   atomic_store_explicit(&s->kind, TM_SPAN_FREE, memory_order_relaxed);
+  tm_slices_clear_owners(seg, idx, idx + s->slice_count);
   s->queue = TM_Q_NONE;
   if (s->bits && s->bits != s->inline_bits) {
     unsigned slot = (unsigned)((s->bits - &seg->bitmaps[0][0]) / TM_BITMAP_WORDS);
@@ -353,6 +363,7 @@ bool tm_slices_extend(tm_span *s, unsigned need) {
   seg->dirty_slices &= ~more;
   seg->purged_slices &= ~more;
   for (unsigned j = idx + have; j < idx + need; j++) seg->slice_map[j] = (uint8_t)idx;
+  tm_slices_clear_owners(seg, idx + have, idx + need);
   s->slice_count = (uint8_t)need;
   tm_seg_place(seg);
   return true;

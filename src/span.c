@@ -331,5 +331,8 @@ int tm_span_check(tm_span *s, tm_heap *expected_owner) {
   unsigned idx = (unsigned)(s - seg->spans);
   for (unsigned j = idx; j < idx + s->slice_count && j < TM_SLICES; j++)
     if (seg->slice_map[j] != idx) problems += tm_check_problem("slice map does not point at the span", s);
+  for (unsigned j = idx + 1; j < idx + s->slice_count && j < TM_SLICES; j++)
+    if (atomic_load_explicit(&seg->spans[j].heap, memory_order_relaxed) != 0)
+      problems += tm_check_problem("a later slice's descriptor names an owner", s);
   return problems;
 }

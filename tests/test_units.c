@@ -301,13 +301,6 @@ START_TEST(t_map_aligned_wrap) {
 }
 END_TEST
 
-/* The adaptive decay delay (pager/policy.c, "the delay"): doubles while half
- * or more of what was purged came back, halves under a quarter, within
- * [base, min(10 base, 1 s)] (never below base); a window that purged under
- * 1 MiB changes nothing; base 0 never adapts. */
-/* A class's cache capacity grows when frees overflow it, within its class
- * bound and the heap's budget, and a scavenge halves it back for a class
- * that needed no refill: the bytes a cache can pin stay bounded. */
 /* A request that lands in class c (the hardened build asks 8 bytes more) */
 static size_t req_for_class(unsigned c) {
   size_t r = tm_class_size(c) - (TIDE_HARDENED ? 8 : 0);
@@ -400,6 +393,78 @@ START_TEST(t_stash) {
 }
 END_TEST
 
+/* The free fast path reads the descriptor of the block's slice, not its
+ * span's (tm_slice_desc): the same for every block of a span of one slice,
+ * and for the first slice of a bigger one. A block further into a span of
+ * four slices (classes above 8 KiB) finds a descriptor with no owner, and
+ * its free goes on from its span (tm_free_resolve): to the owner's cache,
+ * as any of the owner's frees, not to the bitmap or the outbox. Descriptors
+ * of later slices name no owner even where retired spans of one slice,
+ * which had one, lay before. */
+static unsigned later_slice_blocks(void **v, unsigned n, unsigned c) {
+  unsigned later = 0;
+  for (unsigned i = 0; i < n; i++) {
+    tm_segment *seg = tm_segment_base(v[i]);
+    tm_span *s = tm_span_of(seg, v[i]), *d = tm_slice_desc(seg, v[i]);
+    ck_assert_uint_eq(s->size_class, c);
+    ck_assert_uint_eq(s->slice_count, 4);
+    if (d == s) continue;
+    ck_assert_uint_eq(atomic_load_explicit(&d->heap, memory_order_relaxed), 0);
+    later++;
+  }
+  return later;
+}
+
+START_TEST(t_slice_desc) {
+  enum { N = 40, SMALL = 20000 };
+  static void *v[N], *small[SMALL];
+  tm_pager_opt.enabled = 0; /* no scavenge between the counts */
+  unsigned c = tm_size_class(16384);
+  size_t bsize = tm_class_size(c);
+  /* spans of one slice, retired, so that their descriptors had an owner */
+  for (int i = 0; i < SMALL; i++) ck_assert_ptr_nonnull(small[i] = malloc(req_for_class(tm_size_class(256))));
+  for (int i = 0; i < SMALL; i++) free(small[i]);
+  tide_collect();
+  for (unsigned i = 0; i < N; i++) {
+    ck_assert_ptr_nonnull(v[i] = malloc(req_for_class(c)));
+    memset(v[i], (int)i, req_for_class(c));
+  }
+  unsigned later = later_slice_blocks(v, N, c);
+  ck_assert_uint_gt(later, N / 2);
+  tm_heap *h = tm_heap_tls;
+  tm_cache *k = &h->cache[c];
+  /* the owner frees blocks of later slices: each one lands on its cache */
+  unsigned freed = 0, grew = 0;
+  for (unsigned i = 0; i < N; i++) {
+    tm_segment *seg = tm_segment_base(v[i]);
+    tm_span *s = tm_span_of(seg, v[i]);
+    /* (a block of a full span goes to its bitmap: the slow path frees it) */
+    bool full = atomic_load_explicit(&s->heap, memory_order_relaxed) & TM_HEAP_FULL_TAG;
+    if (tm_slice_desc(seg, v[i]) == s || full || tm_cache_n(k) >= k->cap) continue;
+    unsigned before = tm_cache_n(k);
+    free(v[i]);
+    grew += tm_cache_n(k) == before + 1 && k->head == v[i];
+    v[i] = NULL;
+    freed++;
+  }
+  ck_assert_uint_gt(freed, 0);
+  ck_assert_uint_eq(grew, freed);
+  ck_assert_uint_eq(tm_outbox_n(&h->outbox[c]), 0);
+  ck_assert_int_eq(tm_heap_check(h), 0);
+  /* and come back from it, whole */
+  for (unsigned i = 0; i < N; i++) {
+    if (v[i]) continue;
+    ck_assert_ptr_nonnull(v[i] = malloc(req_for_class(c)));
+    memset(v[i], 0x5a, req_for_class(c));
+  }
+  for (unsigned i = 0; i < N; i++) {
+    unsigned char *b = v[i];
+    ck_assert(b[0] == b[bsize - 1 - (TIDE_HARDENED ? 8 : 0)]);
+    free(v[i]);
+  }
+  ck_assert_int_eq(tm_heap_check(h), 0);
+}
+END_TEST
 
 START_TEST(t_delay_next) {
   const uint64_t M = 1u << 20;
@@ -436,6 +501,7 @@ int main(void) {
   tcase_add_test(tc, t_no_nohuge_without_thp_always);
   tcase_add_test(tc, t_delay_next);
   tcase_add_test(tc, t_stash);
+  tcase_add_test(tc, t_slice_desc);
   tcase_add_test(tc, t_map_aligned_wrap);
   suite_add_tcase(su, tc);
   return check_run(su, CK_FORK_GETENV);
