@@ -64,16 +64,29 @@ void *tm_malloc_in_class(unsigned c) { return tm_malloc_class(c); }
 
 void *tm_malloc(size_t size) { return tm_malloc_inline(size); }
 
-/* p, in a span of h (not full): to h's cache. Every unusual case leaves
- * through a tail call, so the fast path needs no stack frame. */
-TM_INLINE void tm_free_owned(tm_heap *h, tm_span *s, void *p) {
+/* p is in one of our segments, and the descriptor of its slice names
+ * another owner (or the full tag): on from p's span itself. */
+static TM_NOINLINE void tm_free_resolve(void *p) { tm_free_other(p, tm_span_of(tm_segment_base(p), p), "free"); }
+
+/* Every unusual case leaves through a tail call, so the fast path needs no
+ * stack frame. It starts at the descriptor of p's slice (tm_slice_desc):
+ * p's span's, or its mirror in a later slice of a span of several, which
+ * holds the fields read here; the slow paths look at the span itself. */
+TM_INLINE void tm_free_inline(void *p) {
+  if (TM_UNLIKELY(tm_registry_get((uintptr_t)p) != TM_REG_SEGMENT))
+    return tm_free_slow(p, "free"); /* NULL, far huge blocks, foreign pointers */
+  tm_span *s = tm_slice_desc(tm_segment_base(p), p);
+  __asm__("" : "+r"(s)); /* keep s in a register: compilers otherwise recompute it per field */
+  tm_heap *h = tm_heap_tls;
+  if (TM_UNLIKELY(atomic_load_explicit(&s->heap, memory_order_relaxed) != (uintptr_t)h))
+    return tm_free_resolve(p); /* other thread's, full, large, huge, bad */
   uint64_t idx = tm_span_index(s, p);
-  if (TM_UNLIKELY(idx >= s->capacity)) return tm_free_local_bad(p, s);
+  if (TM_UNLIKELY(idx >= s->capacity)) return tm_free_local_bad(p);
   uint64_t *word = p;
   if (TM_UNLIKELY(word[1] == tm_free_key())) return tm_free_suspect(p, "free"); /* freed twice */
   if (TIDE_HARDENED && TM_UNLIKELY(!tm_guard_check_block("free", p, s->block_size))) return;
 #if TIDE_DEBUG
-  if (tm_block_is_free(h, s, p)) return tm_report_invalid("free", p, "double free");
+  if (tm_block_is_free(h, tm_span_of(tm_segment_base(p), p), p)) return tm_report_invalid("free", p, "double free");
   memset(p, 0xdf, s->block_size);
 #endif
   word[1] = tm_free_key();
@@ -83,28 +96,6 @@ TM_INLINE void tm_free_owned(tm_heap *h, tm_span *s, void *p) {
   tm_link_set(p, k->head);
   k->head = p;
   tm_cache_set_n(k, n + 1);
-}
-
-/* The fast path starts at the descriptor of p's slice (tm_slice_desc), not
- * at its span's: the two differ only past the first slice of a span of
- * several (classes above 8 KiB), whose descriptors name no owner, so such a
- * block comes here, and goes on from its span. */
-static TM_NOINLINE void tm_free_resolve(void *p) {
-  tm_span *s = tm_span_of(tm_segment_base(p), p);
-  tm_heap *h = tm_heap_tls;
-  if (atomic_load_explicit(&s->heap, memory_order_relaxed) == (uintptr_t)h) return tm_free_owned(h, s, p);
-  tm_free_other(p, s, "free"); /* other thread's, full, large, huge, bad */
-}
-
-TM_INLINE void tm_free_inline(void *p) {
-  if (TM_UNLIKELY(tm_registry_get((uintptr_t)p) != TM_REG_SEGMENT))
-    return tm_free_slow(p, "free"); /* NULL, far huge blocks, foreign pointers */
-  tm_span *s = tm_slice_desc(tm_segment_base(p), p);
-  __asm__("" : "+r"(s)); /* keep s in a register: compilers otherwise recompute it per field */
-  tm_heap *h = tm_heap_tls;
-  if (TM_UNLIKELY(atomic_load_explicit(&s->heap, memory_order_relaxed) != (uintptr_t)h))
-    return tm_free_resolve(p); /* a later slice, other thread's, full, large, huge, bad */
-  tm_free_owned(h, s, p);
 }
 
 void tm_free(void *p) { tm_free_inline(p); }

@@ -605,7 +605,8 @@ void tm_free_slow(void *p, const char *who) {
 }
 
 /* The owner's fast path found p out of place in its own span: say why. */
-void tm_free_local_bad(void *p, tm_span *s) {
+void tm_free_local_bad(void *p) {
+  tm_span *s = tm_span_of(tm_segment_base(p), p); /* the fast path's may be a mirror, without the bitmap */
   tm_heap *h = tm_heap_tls;
   uint32_t idx;
   tm_heap_lock(h);

@@ -222,6 +222,7 @@ void *tm_huge_alloc(size_t size, size_t align, bool zero) {
   s->large_size = body;
   s->capacity = 1;
   s->used = 1;
+  s->slice_count = 1; /* its own descriptor only (a cached mapping's may hold anything) */
   tm_span_set_owner(s, NULL, false);
   atomic_store_explicit(&s->kind, TM_SPAN_HUGE, memory_order_release);
   tm_huge_register(seg, block, 1);

@@ -457,13 +457,15 @@ TM_INLINE tm_segment *tm_segment_base(const void *p) {
 TM_INLINE tm_span *tm_span_of(tm_segment *seg, const void *p) {
   return &seg->spans[seg->slice_map[((uintptr_t)p & TM_SEG_MASK) >> TM_SLICE_SHIFT]];
 }
-/* The descriptor of the slice holding p, without the slice map: p's span's
- * when p lies in the span's first slice, which is every block of a span of
- * one slice (classes up to 8 KiB). The descriptor of any other slice of a
- * span has heap 0 (tm_slices_clear_owners), so the free fast path, which
- * starts here and compares heap with its own, goes to the slow path for it
- * and finds the span there (tm_free_resolve): one dependent load less on
- * every common free (the slice map's byte). */
+/* The descriptor of the slice holding p, without the slice map: one
+ * dependent load less on every free (the slice map's byte). It is p's
+ * span's when p lies in the span's first slice. The later slices of a small
+ * span (four slices, classes above 8 KiB) hold a mirror of what the free
+ * fast path reads (tm_span_mirror: heap, start, block size, capacity,
+ * divisor, class); every other slice that starts no span has heap 0
+ * (tm_slices_clear_owners), so the fast path, which compares heap with its
+ * own, leaves for the slow path there, which looks at the span itself
+ * (tm_free_resolve). */
 TM_INLINE tm_span *tm_slice_desc(tm_segment *seg, const void *p) {
   return &seg->spans[((uintptr_t)p & TM_SEG_MASK) >> TM_SLICE_SHIFT];
 }
@@ -473,8 +475,14 @@ TM_INLINE tm_segment *tm_segment_of_span(tm_span *s) {
 TM_INLINE struct tm_heap *tm_span_owner(tm_span *s) {
   return (struct tm_heap *)(atomic_load_explicit(&s->heap, memory_order_acquire) & ~TM_HEAP_FULL_TAG);
 }
+/* The owner (and the full tag) go into the mirrors of a span of several
+ * slices too (tm_slice_desc): a large block's get 0, as they had; a huge
+ * block's span counts one slice. */
 TM_INLINE void tm_span_set_owner(tm_span *s, struct tm_heap *h, bool full) {
-  atomic_store_explicit(&s->heap, (uintptr_t)h | (full ? TM_HEAP_FULL_TAG : 0), memory_order_release);
+  uintptr_t v = (uintptr_t)h | (full ? TM_HEAP_FULL_TAG : 0);
+  atomic_store_explicit(&s->heap, v, memory_order_release);
+  if (TM_UNLIKELY(s->slice_count > 1) && s->slice_count <= TM_SPAN_MASK_SLICES)
+    for (unsigned j = 1; j < s->slice_count; j++) atomic_store_explicit(&s[j].heap, v, memory_order_release);
 }
 /* The free bitmap of a small span (1 = free). */
 TM_INLINE uint64_t *tm_span_bits(tm_span *s) { return s->bits; }
@@ -586,7 +594,7 @@ void tm_heap_shared_after_fork(void);
 void *tm_alloc_slow(tm_heap *h, unsigned c);
 void tm_free_cache_full(tm_heap *h, void *p);
 void tm_free_suspect(void *p, const char *who);
-void tm_free_local_bad(void *p, tm_span *s);
+void tm_free_local_bad(void *p);
 bool tm_block_is_free(tm_heap *h, tm_span *s, void *p);
 
 /* Per-process secrets, drawn from the kernel's AT_RANDOM bytes in tm_init

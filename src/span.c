@@ -25,6 +25,24 @@ static size_t tm_span_color(size_t idx, size_t bsize) {
   return ((idx * 7) % colors) * step;
 }
 
+/* The later slices' descriptors of a span of several slices mirror what
+ * the free fast path reads, which never changes while the span lives (the
+ * owner follows in tm_span_set_owner): the fast path starts at the
+ * descriptor of the block's own slice, without the slice map
+ * (tm_slice_desc). Without the mirror, a block past the first slice took
+ * the slow path: random_medium (4-32 KiB blocks) ran 5-7% slower. */
+static void tm_span_mirror(tm_span *s) {
+  for (unsigned j = 1; j < s->slice_count; j++) {
+    tm_span *m = &s[j];
+    m->start = s->start;
+    m->block_size = s->block_size;
+    m->capacity = s->capacity;
+    m->size_class = s->size_class;
+    m->div_inv = s->div_inv;
+    m->div_shift = s->div_shift;
+  }
+}
+
 void tm_span_init_small(tm_span *s, unsigned c, tm_heap *owner) {
   tm_segment *seg = tm_segment_of_span(s);
   size_t idx = (size_t)(s - seg->spans);
@@ -51,6 +69,8 @@ void tm_span_init_small(tm_span *s, unsigned c, tm_heap *owner) {
   s->summary = words == 64 ? ~(uint64_t)0 : (((uint64_t)1 << words) - 1);
   s->queue = TM_Q_NONE;
   s->next = s->prev = NULL;
+  TM_ASSERT(s->slice_count <= TM_SPAN_MASK_SLICES);
+  tm_span_mirror(s);
   tm_span_set_owner(s, owner, false);
   tm_notice_init(s, owner != NULL);
   tm_span_pages *pg = tm_span_pg(s);
@@ -331,8 +351,12 @@ int tm_span_check(tm_span *s, tm_heap *expected_owner) {
   unsigned idx = (unsigned)(s - seg->spans);
   for (unsigned j = idx; j < idx + s->slice_count && j < TM_SLICES; j++)
     if (seg->slice_map[j] != idx) problems += tm_check_problem("slice map does not point at the span", s);
-  for (unsigned j = idx + 1; j < idx + s->slice_count && j < TM_SLICES; j++)
-    if (atomic_load_explicit(&seg->spans[j].heap, memory_order_relaxed) != 0)
-      problems += tm_check_problem("a later slice's descriptor names an owner", s);
+  for (unsigned j = idx + 1; j < idx + s->slice_count && j < TM_SLICES; j++) {
+    tm_span *m = &seg->spans[j];
+    if (atomic_load_explicit(&m->heap, memory_order_relaxed) != atomic_load_explicit(&s->heap, memory_order_relaxed) ||
+        m->start != s->start || m->block_size != s->block_size || m->capacity != s->capacity ||
+        m->size_class != s->size_class || m->div_inv != s->div_inv || m->div_shift != s->div_shift)
+      problems += tm_check_problem("a later slice's descriptor does not mirror the span", s);
+  }
   return problems;
 }

@@ -395,71 +395,89 @@ END_TEST
 
 /* The free fast path reads the descriptor of the block's slice, not its
  * span's (tm_slice_desc): the same for every block of a span of one slice,
- * and for the first slice of a bigger one. A block further into a span of
- * four slices (classes above 8 KiB) finds a descriptor with no owner, and
- * its free goes on from its span (tm_free_resolve): to the owner's cache,
- * as any of the owner's frees, not to the bitmap or the outbox. Descriptors
- * of later slices name no owner even where retired spans of one slice,
- * which had one, lay before. */
+ * and for the first slice of a bigger one. The later slices of a span of
+ * four (classes above 8 KiB) mirror what the fast path reads, the owner and
+ * its full tag included; slices that start no span name no owner, even
+ * where retired spans of one slice, which had one, lay before. */
 static unsigned later_slice_blocks(void **v, unsigned n, unsigned c) {
   unsigned later = 0;
   for (unsigned i = 0; i < n; i++) {
+    if (!v[i]) continue;
     tm_segment *seg = tm_segment_base(v[i]);
     tm_span *s = tm_span_of(seg, v[i]), *d = tm_slice_desc(seg, v[i]);
     ck_assert_uint_eq(s->size_class, c);
     ck_assert_uint_eq(s->slice_count, 4);
     if (d == s) continue;
-    ck_assert_uint_eq(atomic_load_explicit(&d->heap, memory_order_relaxed), 0);
+    uintptr_t mirror_owner = atomic_load_explicit(&d->heap, memory_order_relaxed);
+    uintptr_t span_owner = atomic_load_explicit(&s->heap, memory_order_relaxed);
+    ck_assert_uint_eq(mirror_owner, span_owner);
+    ck_assert_ptr_eq(d->start, s->start);
+    ck_assert_uint_eq(d->capacity, s->capacity);
+    ck_assert_uint_eq(d->size_class, s->size_class);
+    ck_assert_uint_eq(tm_span_index(d, v[i]), tm_span_index(s, v[i]));
     later++;
   }
   return later;
 }
+
+static bool span_full(tm_span *s) { return atomic_load_explicit(&s->heap, memory_order_relaxed) & TM_HEAP_FULL_TAG; }
 
 START_TEST(t_slice_desc) {
   enum { N = 40, SMALL = 20000 };
   static void *v[N], *small[SMALL];
   tm_pager_opt.enabled = 0; /* no scavenge between the counts */
   unsigned c = tm_size_class(16384);
-  size_t bsize = tm_class_size(c);
+  size_t req = req_for_class(c);
   /* spans of one slice, retired, so that their descriptors had an owner */
   for (int i = 0; i < SMALL; i++) ck_assert_ptr_nonnull(small[i] = malloc(req_for_class(tm_size_class(256))));
   for (int i = 0; i < SMALL; i++) free(small[i]);
   tide_collect();
   for (unsigned i = 0; i < N; i++) {
-    ck_assert_ptr_nonnull(v[i] = malloc(req_for_class(c)));
-    memset(v[i], (int)i, req_for_class(c));
+    ck_assert_ptr_nonnull(v[i] = malloc(req));
+    memset(v[i], (int)i, req);
   }
-  unsigned later = later_slice_blocks(v, N, c);
-  ck_assert_uint_gt(later, N / 2);
+  ck_assert_uint_gt(later_slice_blocks(v, N, c), N / 2);
   tm_heap *h = tm_heap_tls;
   tm_cache *k = &h->cache[c];
-  /* the owner frees blocks of later slices: each one lands on its cache */
-  unsigned freed = 0, grew = 0;
+  /* the owner frees blocks of later slices of spans that are not full: each
+   * lands on its cache; of a full span: in its bitmap (the slow path), and
+   * the span is no longer full, its mirrors with it */
+  unsigned cached = 0, to_cache = 0, to_bitmap = 0, unfull = 0;
   for (unsigned i = 0; i < N; i++) {
     tm_segment *seg = tm_segment_base(v[i]);
     tm_span *s = tm_span_of(seg, v[i]);
-    /* (a block of a full span goes to its bitmap: the slow path frees it) */
-    bool full = atomic_load_explicit(&s->heap, memory_order_relaxed) & TM_HEAP_FULL_TAG;
-    if (tm_slice_desc(seg, v[i]) == s || full || tm_cache_n(k) >= k->cap) continue;
+    if (tm_slice_desc(seg, v[i]) == s || tm_cache_n(k) >= k->cap) continue;
+    bool full = span_full(s);
     unsigned before = tm_cache_n(k);
     free(v[i]);
-    grew += tm_cache_n(k) == before + 1 && k->head == v[i];
+    bool went = tm_cache_n(k) == before + 1 && k->head == v[i];
     v[i] = NULL;
-    freed++;
+    if (full) {
+      to_bitmap++;
+      cached += went;
+      unfull += !span_full(s) && !span_full(&s[1]) && !span_full(&s[2]) && !span_full(&s[3]);
+    } else {
+      to_cache++;
+      cached += went;
+    }
   }
-  ck_assert_uint_gt(freed, 0);
-  ck_assert_uint_eq(grew, freed);
+  ck_assert_uint_gt(to_cache, 0);
+  ck_assert_uint_gt(to_bitmap, 0);
+  ck_assert_uint_eq(cached, to_cache);
+  ck_assert_uint_eq(unfull, to_bitmap);
   ck_assert_uint_eq(tm_outbox_n(&h->outbox[c]), 0);
   ck_assert_int_eq(tm_heap_check(h), 0);
-  /* and come back from it, whole */
+  later_slice_blocks(v, N, c);
+  /* and come back, whole */
   for (unsigned i = 0; i < N; i++) {
     if (v[i]) continue;
-    ck_assert_ptr_nonnull(v[i] = malloc(req_for_class(c)));
-    memset(v[i], 0x5a, req_for_class(c));
+    ck_assert_ptr_nonnull(v[i] = malloc(req));
+    memset(v[i], 0x5a, req);
   }
+  later_slice_blocks(v, N, c);
   for (unsigned i = 0; i < N; i++) {
     unsigned char *b = v[i];
-    ck_assert(b[0] == b[bsize - 1 - (TIDE_HARDENED ? 8 : 0)]);
+    ck_assert(b[0] == b[req - 1]);
     free(v[i]);
   }
   ck_assert_int_eq(tm_heap_check(h), 0);
