@@ -36,22 +36,31 @@ static TM_NOINLINE void *tm_malloc_big(size_t size, bool zero) {
   return tm_huge_alloc(size, TM_ALIGN, zero); /* fresh mappings are zero */
 }
 
-/* A block of class c: the cache's top, else the slow path. */
+/* A block of class c: the cache's top, else the slow path. The pop runs
+ * inside the claim handshake (tm_claim_enter), so that the pager can take
+ * the caches of a thread that went idle or blocked. */
 TM_INLINE void *tm_malloc_class(unsigned c) {
   tm_heap *h = tm_heap_tls;
   tm_cache *k = &h->cache[c];
+  tm_claim_enter(h);
+  if (TM_UNLIKELY(tm_claimed(h))) { /* before any look at the cache: the pager is flushing it */
+    tm_claim_leave(h);
+    return tm_malloc_claimed(h, c);
+  }
   void **top = k->head;
   if (TM_LIKELY(top != NULL)) {
     void *next = tm_link_get(top);
     if (TM_UNLIKELY(tm_link_bad(next))) return tm_cache_corrupt(h, c, top);
     k->head = next;
     tm_cache_set_n(k, tm_cache_n(k) - 1);
+    tm_claim_leave(h);
     top[1] = NULL; /* no longer marked free (see tm_free_key) */
 #if TIDE_DEBUG
     memset(top, 0xa5, tm_class_size(c));
 #endif
     return top;
   }
+  tm_claim_leave(h);
   return tm_alloc_slow(h, c);
 }
 
@@ -91,11 +100,16 @@ TM_INLINE void tm_free_inline(void *p) {
 #endif
   word[1] = tm_free_key();
   tm_cache *k = &h->cache[s->size_class];
+  tm_claim_enter(h);
   unsigned n = tm_cache_n(k); /* once: the count is atomic, and the link store could alias it */
-  if (TM_UNLIKELY(n >= k->cap)) return tm_free_cache_full(h, p);
+  if (TM_UNLIKELY(n >= k->cap) || TM_UNLIKELY(tm_claimed(h))) {
+    tm_claim_leave(h);
+    return tm_free_cache_full(h, p);
+  }
   tm_link_set(p, k->head);
   k->head = p;
   tm_cache_set_n(k, n + 1);
+  tm_claim_leave(h);
 }
 
 void tm_free(void *p) { tm_free_inline(p); }

@@ -199,11 +199,12 @@ enum tm_heap_state {
  *
  * A class's capacity is TM_CACHE_BASE blocks (16 above 8 KiB). A cache
  * that overflows moves its whole list to the heap's stash (below), where the
- * next miss finds it, and where the pager can reach it: a cached block can
- * pin its page, and nobody but the owner can touch its cache, so the caches
- * stay small (capacities that grew to 1 MiB per heap let the two blocked
- * threads of burst_idle keep 30 MB resident that went back before; doc/
- * design.md). TM_CACHE_LIMIT bounds every walk of a list linked as caches
+ * next miss finds it, and where the pager can reach it under the lock: a
+ * cached block can pin its page, so the caches stay small (capacities that
+ * grew to 1 MiB per heap let the two blocked threads of burst_idle keep 30 MB
+ * resident that went back before; doc/design.md). The fast paths work on the
+ * cache without the lock, inside the claim handshake (tm_claim_enter), so
+ * that the pager can take an idle heap's caches too. TM_CACHE_LIMIT bounds every walk of a list linked as caches
  * link (a cache, an outbox, a stashed list). */
 #define TM_CACHE_BASE 31
 #define TM_CACHE_LIMIT 1024
@@ -223,7 +224,7 @@ TM_INLINE void tm_cache_set_n(tm_cache *k, unsigned n) {
 
 /* Per class, the blocks of other heaps' spans this thread freed (src/
  * outbox.c), linked as a cache is. The owner pushes without the heap's lock
- * while no pager claims it (ob_busy, ob_claim); everything else happens
+ * while no pager claims it (busy, claim); everything else happens
  * under the lock, so that the pager can send an idle thread's on. A malloc
  * that finds its cache empty takes them first. Like cached blocks, they
  * count as used in their spans. */
@@ -264,7 +265,7 @@ enum { TM_ASK_NONE = 0, TM_ASK_SCAVENGE = 1, TM_ASK_FLUSH = 2 };
 /* The fast paths touch only cache[]. Everything below it changes only under
  * `lock`: the owner takes it on every slow path, the pager only tries it. */
 typedef struct tm_heap {
-  tm_cache cache[TM_NUM_CLASSES]; /* owner thread only, no lock */
+  tm_cache cache[TM_NUM_CLASSES]; /* the owner, without the lock inside the claim handshake */
   tm_span *cur[TM_NUM_CLASSES];   /* refills take blocks from here; never NULL */
   tm_queue partial[TM_NUM_CLASSES];
   tm_queue full;
@@ -273,8 +274,11 @@ typedef struct tm_heap {
   tm_stash_list stash_lists[TM_STASH_LISTS];
   uint64_t stash_used[TM_STASH_LISTS / 64]; /* descriptors in use */
   size_t stash_bytes;  /* bytes of blocks in all stashed lists */
-  _Atomic uint8_t ob_busy;  /* the owner is pushing on an outbox without the lock */
-  _Atomic uint8_t ob_claim; /* the pager holds the outboxes (under the lock) */
+  /* the claim handshake (src/outbox.c): the owner works on its caches or
+   * pushes on an outbox without the lock while busy; the pager, holding the
+   * lock, may touch them while it holds the claim */
+  _Atomic uint8_t busy;
+  _Atomic uint8_t claim;
   uint16_t misses[TM_NUM_CLASSES]; /* refills per class since the last scavenge */
   tm_span *_Atomic remote_spans; /* spans that received cross-thread frees */
   _Atomic uint32_t lock_seq;     /* the slow-path lock, odd while held (heap.c) */
@@ -343,8 +347,9 @@ typedef struct tm_counters {
   atomic_size_t huge_cached_bytes; /* freed huge mappings kept for reuse */
   atomic_size_t huge_reused;       /* huge blocks served from that cache */
   atomic_size_t slices_reused;     /* purged free slices taken again (bytes) */
-  atomic_size_t outbox_claims;     /* the pager took an idle thread's outboxes */
+  atomic_size_t outbox_claims;     /* the pager took an idle thread's outboxes (and caches) */
   atomic_size_t outbox_claims_busy; /* ... found the owner pushing, came back */
+  atomic_size_t caches_claimed;   /* class caches the pager flushed under a claim */
 } tm_counters;
 
 /* Where the heap's bytes sit (census.c). */
@@ -569,8 +574,24 @@ size_t tm_outbox_bytes(const tm_heap *h);
 TM_INLINE unsigned tm_outbox_n(const tm_outbox *o) {
   return atomic_load_explicit(&((tm_outbox *)o)->n, memory_order_relaxed);
 }
-bool tm_outbox_claim(tm_heap *h);
-void tm_outbox_unclaim(tm_heap *h);
+/* The owner's side of the claim handshake, around every cache operation
+ * outside the heap's lock (the malloc and free fast paths) and the outbox's
+ * push: busy, a compiler barrier (the pager's membarrier(2) is the CPU
+ * barrier), then a look at the claim; a claimed heap's operation takes the
+ * lock instead, which the claiming pager holds. */
+TM_INLINE void tm_claim_enter(tm_heap *h) {
+  atomic_store_explicit(&h->busy, 1, memory_order_relaxed);
+  atomic_signal_fence(memory_order_seq_cst);
+}
+/* acquire: a claim of 0 that a pager's unclaim wrote brings what it did */
+TM_INLINE bool tm_claimed(tm_heap *h) { return atomic_load_explicit(&h->claim, memory_order_acquire) != 0; }
+/* release: a pager that sees 0 sees the operation */
+TM_INLINE void tm_claim_leave(tm_heap *h) { atomic_store_explicit(&h->busy, 0, memory_order_release); }
+/* What the pager may touch of an idle heap (tm_heap_claim). */
+enum { TM_CLAIM_OUTBOXES = 1, TM_CLAIM_CACHES = 2, TM_CLAIM_HELD = 4 };
+unsigned tm_heap_claim(tm_heap *h);
+void tm_heap_flush_claimed_caches(tm_heap *h);
+void tm_heap_unclaim(tm_heap *h);
 void tm_outbox_enable_fast(void);
 void tm_outbox_after_fork(void);
 
@@ -633,6 +654,7 @@ TM_INLINE void tm_link_set(void *b, const void *next) { *(uintptr_t *)b = (uintp
 /* A decoded link that cannot be a block (every block is 16-byte aligned). */
 TM_INLINE bool tm_link_bad(const void *next) { return TIDE_SAFE_LINKS && ((uintptr_t)next & (TM_ALIGN - 1)) != 0; }
 void *tm_cache_corrupt(tm_heap *h, unsigned c, void *top);
+void *tm_malloc_claimed(tm_heap *h, unsigned c);
 void tm_cache_check_heads(void);
 /* M_PERTURB and MALLOC_PERTURB_, as glibc: a block is filled with the
  * byte's complement when handed out and with the byte when freed, so that

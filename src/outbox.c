@@ -14,23 +14,23 @@
  *     one span in one CAS (snmalloc's batching per destination);
  *   - the scavenge, thread exit, a flush request and the pager on an idle
  *     heap send everything back.
- * The outbox is not the owner's alone, as the cache is: the pager can send
- * an idle thread's outbox back itself, so a thread that freed others'
- * blocks and went idle strands nothing. Everything but the common push
- * happens under the heap's lock, which the pager try-locks. The common push
- * (a block into an outbox that already holds some, with room) takes no
- * lock: it is an asymmetric Dekker handshake with the pager, whose heavy
- * side is membarrier(2) (doc/design.md, "The outbox's push"):
+ * The pager can send an idle thread's outbox back itself, so a thread that
+ * freed others' blocks and went idle strands nothing (and take its caches,
+ * the same way). Everything but the common push happens under the heap's
+ * lock, which the pager try-locks. The common push (a block into an outbox
+ * that already holds some, with room), like the caches' fast paths, takes
+ * no lock: it is an asymmetric Dekker handshake with the pager, the claim,
+ * whose heavy side is membarrier(2) (doc/design.md, "The claim"):
  *
  *   owner                        pager (holding h->lock)
- *   ob_busy = 1                  ob_claim = 1
+ *   busy = 1                     claim = 1
  *   (compiler barrier)           membarrier(PRIVATE_EXPEDITED)
- *   if ob_claim: take the lock   if ob_busy: give up, come back later
- *   push                         send the outboxes back
- *   ob_busy = 0 (release)        ob_claim = 0 (release)
+ *   if claim: take the lock      if busy: give up, come back later
+ *   push (or pop)                send the outboxes back, flush the caches
+ *   busy = 0 (release)           claim = 0 (release)
  *
  * membarrier makes every running thread of the process execute a full
- * barrier, so either the pager sees ob_busy = 1 or the owner sees ob_claim =
+ * barrier, so either the pager sees busy = 1 or the owner sees claim =
  * 1: never both 0 while both go on. The first block into an empty outbox
  * and a push that overflows take the lock (so the pager sees the activity
  * and is woken), and an outbox that is empty cannot become non-empty
@@ -187,13 +187,12 @@ static bool tm_outbox_push_fast(tm_heap *h, tm_outbox *o, unsigned cap, void *p)
   if (!atomic_load_explicit(&tm_outbox_fast, memory_order_relaxed)) return false;
   unsigned n = tm_outbox_n(o);
   if (n == 0 || n >= cap) return false; /* the slow path for sure: no handshake */
-  atomic_store_explicit(&h->ob_busy, 1, memory_order_relaxed);
-  /* the CPU may still move the store after the load: the pager's
-   * membarrier is what forbids that, by a barrier on this CPU in between */
-  atomic_signal_fence(memory_order_seq_cst);
-  /* acquire: a claim of 0 that a pager's unclaim wrote brings its send-back */
+  /* the CPU may still move busy's store after the claim's load: the
+   * pager's membarrier is what forbids that, by a barrier on this CPU in
+   * between */
+  tm_claim_enter(h);
   bool pushed = false;
-  if (TM_LIKELY(!atomic_load_explicit(&h->ob_claim, memory_order_acquire))) {
+  if (TM_LIKELY(!tm_claimed(h))) {
     n = tm_outbox_n(o);
     if (TM_LIKELY(n != 0 && n < cap)) {
       TM_ASSERT(p != o->head);
@@ -203,38 +202,47 @@ static bool tm_outbox_push_fast(tm_heap *h, tm_outbox *o, unsigned cap, void *p)
       pushed = true;
     }
   }
-  /* release: a pager that sees 0 sees the push */
-  atomic_store_explicit(&h->ob_busy, 0, memory_order_release);
+  tm_claim_leave(h);
   return pushed;
 }
 
-/* The pager, holding h->lock, wants to send h's outboxes back: true if it
- * may (then tm_outbox_unclaim after), false if the owner is inside a push
- * (try again later). */
-bool tm_outbox_claim(tm_heap *h) {
+/* The pager, holding h->lock, wants what an idle heap keeps outside the
+ * lock's reach: its outboxes and its caches. Returns what it may touch
+ * (TM_CLAIM_*; with TM_CLAIM_HELD, tm_heap_unclaim after), 0 if the owner
+ * is inside an operation (try again later).
+ *   - Outboxes: an empty one fills only under the lock, so all empty need
+ *     no claim; without membarrier (refused, or no pager thread yet) every
+ *     push takes the lock, so the claim needs no barrier either.
+ *   - Caches: the fast paths push and pop without the lock, from empty
+ *     too; only with membarrier does the claim keep them out, and an empty
+ *     one has nothing to take. */
+unsigned tm_heap_claim(tm_heap *h) {
   TM_ASSERT(tm_heap_locked(h));
-  bool any = false;
-  for (unsigned c = 0; c < TM_NUM_CLASSES && !any; c++) any = tm_outbox_n(&h->outbox[c]) != 0;
-  if (!any) return true; /* an empty outbox fills only under the lock */
-  atomic_store_explicit(&h->ob_claim, 1, memory_order_relaxed);
-  if (atomic_load_explicit(&tm_outbox_fast, memory_order_relaxed) &&
-      syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0) {
-    /* registered, yet refused (cannot happen): the lock alone cannot keep
-     * the owner out, so leave the outboxes to it */
-    atomic_store_explicit(&h->ob_claim, 0, memory_order_relaxed);
-    return false;
+  bool fast = atomic_load_explicit(&tm_outbox_fast, memory_order_relaxed);
+  bool outboxes = false, caches = false;
+  for (unsigned c = 0; c < TM_NUM_CLASSES; c++) {
+    outboxes |= tm_outbox_n(&h->outbox[c]) != 0;
+    caches |= fast && tm_cache_n(&h->cache[c]) != 0;
   }
-  if (atomic_load_explicit(&h->ob_busy, memory_order_acquire)) {
-    atomic_store_explicit(&h->ob_claim, 0, memory_order_relaxed);
+  if (!outboxes && !caches) return TM_CLAIM_OUTBOXES;
+  atomic_store_explicit(&h->claim, 1, memory_order_relaxed);
+  if (fast && syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0) {
+    /* registered, yet refused (cannot happen): the lock alone cannot keep
+     * the owner out, so leave it all to the owner */
+    atomic_store_explicit(&h->claim, 0, memory_order_relaxed);
+    return 0;
+  }
+  if (atomic_load_explicit(&h->busy, memory_order_acquire)) {
+    atomic_store_explicit(&h->claim, 0, memory_order_relaxed);
     TM_STAT_ADD(outbox_claims_busy, 1);
-    return false;
+    return 0;
   }
   TM_STAT_ADD(outbox_claims, 1);
-  return true;
+  return TM_CLAIM_OUTBOXES | TM_CLAIM_HELD | (fast ? TM_CLAIM_CACHES : 0);
 }
 
-/* Done with the outboxes (h->lock still held). */
-void tm_outbox_unclaim(tm_heap *h) { atomic_store_explicit(&h->ob_claim, 0, memory_order_release); }
+/* Done (h->lock still held). */
+void tm_heap_unclaim(tm_heap *h) { atomic_store_explicit(&h->claim, 0, memory_order_release); }
 
 /* This thread frees p, a block of s, which belongs to another heap (or to
  * none: an orphan). The caller checked p and marked it free. */

@@ -7,8 +7,9 @@
  * over (glibc-simple, rbstress), paid a bitmap update per block twice a
  * round. Growing the caches instead was fast (glibc-simple 1.30x with 1 MiB
  * of growth per heap) but cost memory: a cached block pins its page, and
- * nobody but the owner can touch its cache, so a thread that blocks keeps
- * them all (burst_idle: 53 MB resident after idle against 22.6 MB).
+ * nobody but the owner could touch its cache then (the claim covers the
+ * caches since), so a thread that blocked kept them all (burst_idle: 53 MB
+ * resident after idle against 22.6 MB).
  *
  * The stash has the speed of the second and not the cost: the overflowing
  * cache's list moves here as it is, without touching a block; a malloc

@@ -215,16 +215,17 @@ static bool tm_trim_heap(tm_batch *b, const tm_trim_req *req, tm_due *due, tm_he
     if (idle || visit_due || told) {
       h->trim_visit_ms = now;
       tm_trim_walk w = {b, idle, req->nohuge, false, false};
-      /* cached blocks are the owner's alone: ask for them, on its next slow
-       * path; all of them from an idle heap, the unneeded half otherwise */
+      /* an idle heap's caches and outboxes, unless the owner is working on
+       * one right now (the claim); its cached blocks are asked for too, on
+       * its next slow path, in case they cannot be claimed (no membarrier);
+       * an active heap is asked for the unneeded half */
       if (idle) {
-        /* the outboxes too, unless the owner is pushing on one right now */
-        outboxes = tm_outbox_claim(h);
+        unsigned claimed = tm_heap_claim(h);
+        outboxes = claimed & TM_CLAIM_OUTBOXES;
+        if (claimed & TM_CLAIM_CACHES) tm_heap_flush_claimed_caches(h);
         tm_heap_retire_empty(h, outboxes);
-        if (outboxes)
-          tm_outbox_unclaim(h);
-        else
-          due->busy = true;
+        if (claimed & TM_CLAIM_HELD) tm_heap_unclaim(h);
+        if (!outboxes) due->busy = true;
         if (!h->trim_flush_asked) {
           atomic_store_explicit(&h->flush_request, TM_ASK_FLUSH, memory_order_relaxed);
           h->trim_flush_asked = 1;

@@ -399,7 +399,7 @@ static void sc_blocked_freer(void) {
  * then all the others, and blocks forever. Frees that overflow its cache
  * go to its stash (src/stash.c) as whole lists until the stash is full: the
  * first ones, one a page, pin up to 8 MiB there. The pager must send the
- * sleeper's stash back itself (its cache it can only ask for), so that the
+ * sleeper's stash back itself (as its caches, blocked_caches), so that the
  * spans empty and go back. */
 enum { CHURN_PAGES = 2048, CHURN_N = CHURN_PAGES * 64 };
 static void *churn_v[CHURN_N];
@@ -429,6 +429,56 @@ static void sc_blocked_stash(void) {
   long full = rss_kb();
   if (read(made_pipe[0], &c, 1) != 1) abort(); /* freed, and blocked */
   expect_back_from_blocked("blocked stash", base, full);
+}
+
+/* A thread makes blocks of every class up to 2 KiB, frees them so that the
+ * last blocks of each class, those its cache keeps, lie one a page, on
+ * pages where nothing else is used, and blocks forever. Each cached block
+ * pins its page: up to 31 pages a class, 40 classes. Only the owner works
+ * on its caches without the lock; the pager must claim the sleeper's heap
+ * (the handshake of doc/design.md, "The claim") and take its caches, so
+ * that the pages empty and go back. */
+enum { CACHED_CLASSES = 40, CACHED_PAGES = 64 };
+static void *cached_v[CACHED_CLASSES][CACHED_PAGES * 256];
+/* the class sizes: 16..128 by 16, then 8 a doubling up to 2 KiB */
+static size_t cached_size(int k) {
+  if (k < 8) return 16 + 16 * (size_t)k;
+  size_t p = (size_t)128 << ((k - 8) / 8);
+  return p + p / 8 * (size_t)((k - 8) % 8 + 1);
+}
+static void *caches_then_sleep(void *arg) {
+  (void)arg;
+  for (int k = 0; k < CACHED_CLASSES; k++) {
+    size_t n = cached_size(k), per_page = 4096 / n, count = per_page * CACHED_PAGES;
+    for (size_t i = 0; i < count; i++) {
+      if (!(cached_v[k][i] = malloc(n))) abort();
+      memset(cached_v[k][i], 0x44, n);
+    }
+  }
+  if (write(made_pipe[1], "x", 1) != 1) abort(); /* made */
+  for (int k = 0; k < CACHED_CLASSES; k++) {
+    size_t n = cached_size(k), per_page = 4096 / n, count = per_page * CACHED_PAGES;
+    /* all but one block of every page, then that one of each page: the
+     * last frees, one a page, are what the cache keeps */
+    for (size_t i = 0; i < count; i++)
+      if (i % per_page) free(cached_v[k][i]);
+    for (size_t i = 0; i < count; i += per_page) free(cached_v[k][i]);
+  }
+  tell_then_block();
+  return NULL;
+}
+
+static void sc_blocked_caches(void) {
+  if (pipe(made_pipe) != 0 || pipe(block_pipe) != 0) abort();
+  memset(cached_v, 0, sizeof cached_v); /* resident before the base is taken */
+  long base = rss_kb();
+  pthread_t t;
+  pthread_create(&t, NULL, caches_then_sleep, NULL);
+  char c;
+  if (read(made_pipe[0], &c, 1) != 1) abort(); /* made */
+  long full = rss_kb();
+  if (read(made_pipe[0], &c, 1) != 1) abort(); /* freed, and blocked */
+  expect_back_from_blocked("blocked caches", base, full);
 }
 
 /* 64 MiB of 1-4 KiB blocks, 90% freed at random, the rest kept and idle:
@@ -919,6 +969,7 @@ static const struct {
     {"blocked_owner", sc_blocked_owner, {NULL}},
     {"blocked_freer", sc_blocked_freer, {NULL}},
     {"blocked_stash", sc_blocked_stash, {NULL}},
+    {"blocked_caches", sc_blocked_caches, {NULL}},
     {"partial_pages", sc_partial_pages, {NULL}},
     {"purge_race", sc_purge_race, {NO_DELAY, NULL}},
     {"tail_race", sc_tail_race, {NO_DELAY, NULL}},

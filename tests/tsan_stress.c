@@ -5,7 +5,8 @@
  * locally, hand blocks to the next thread through a mutex-protected mailbox
  * (cross-thread frees, through the outboxes), exit and get replaced (heap
  * abandon and adoption), while the pager thread gives memory back with no
- * delay and takes the outboxes of heaps it counts idle (all of them). Every block is
+ * delay and takes the outboxes and caches of heaps it counts idle (all of
+ * them: the claim races the fast paths). Every block is
  * stamped with its size and address and checked before it is freed, by
  * whichever thread frees it, and the heaps and segments must pass the
  * consistency check at the end. A further thread turns M_PERTURB on and off
@@ -154,6 +155,10 @@ int main(void) {
     printf("tsan_stress: the pager never took an outbox\n");
     return 1;
   }
+  if (!TM_STAT_GET(caches_claimed)) {
+    printf("tsan_stress: the pager never took a cache\n");
+    return 1;
+  }
   if (!atomic_load(&stash_seen)) {
     printf("tsan_stress: no burst ever reached the stash\n");
     return 1;
@@ -165,7 +170,8 @@ int main(void) {
            (unsigned long long)ps.batches);
     return 1;
   }
-  printf("tsan_stress: ok (pager: %llu rounds, %llu batches; %d bursts stashed)\n", (unsigned long long)ps.rounds,
-         (unsigned long long)ps.batches, atomic_load(&stash_seen));
+  printf("tsan_stress: ok (pager: %llu rounds, %llu batches; %d bursts stashed; %zu caches taken)\n",
+         (unsigned long long)ps.rounds, (unsigned long long)ps.batches, atomic_load(&stash_seen),
+         (size_t)TM_STAT_GET(caches_claimed));
   return 0;
 }
