@@ -78,8 +78,8 @@ struct tide_stats {
   size_t pager_delay_raised; /* times that delay was doubled */
   int numa_nodes;            /* NUMA nodes segments are pooled by (1: no NUMA) */
   /* cross-thread frees (doc/design.md, "Cross-thread frees: the outbox") */
-  size_t outbox_claims;      /* times the pager took an idle thread's outboxes */
-  size_t outbox_claims_busy; /* times it found that thread pushing on one, and came back */
+  size_t outbox_claims;      /* times the pager took an idle thread's outboxes and caches */
+  size_t outbox_claims_busy; /* times it found that thread working on one, and came back */
 };
 
 /* Fill *out with current figures. Never allocates. */
