@@ -324,6 +324,7 @@ static void tm_cache_spill(tm_heap *h, unsigned c) {
  * pager: under the lock, make room if there is none (tm_cache_spill), then
  * cache p. */
 void tm_free_cache_full(tm_heap *h, void *p) {
+  TM_ASSERT(!atomic_load_explicit(&h->busy, memory_order_relaxed)); /* out of the handshake first */
   tm_span *s = tm_span_of(tm_segment_base(p), p);
   unsigned c = s->size_class;
   tm_heap_lock(h);
@@ -495,6 +496,7 @@ static void *tm_heap_refill(tm_heap *h, unsigned c) {
 }
 
 static void *tm_heap_alloc_slow(tm_heap *h, unsigned c) {
+  TM_ASSERT(!atomic_load_explicit(&h->busy, memory_order_relaxed)); /* out of the handshake first */
   tm_heap_lock(h);
 #if TIDE_DEBUG
   if ((++h->check_count & 255) == 0 && tm_heap_check_locked(h) != 0)
