@@ -60,6 +60,12 @@ static void tm_heap_reset(tm_heap *h) {
   memset(h->stash_used, 0, sizeof h->stash_used);
   h->stash_bytes = 0;
   h->full.first = h->full.last = NULL;
+  /* the claim handshake starts over: a thread that vanished in a fork may
+   * have left busy raised in the middle of a fast path (the debug build's
+   * check on the slow path caught a pooled heap's stale flag in a fork
+   * child); the pager's claim is never left set (it holds the lock) */
+  atomic_store_explicit(&h->busy, 0, memory_order_relaxed);
+  atomic_store_explicit(&h->claim, 0, memory_order_relaxed);
 }
 
 /* A new heap from the metadata arena, on the list of all heaps (which the
