@@ -380,6 +380,7 @@ TM_INLINE void tm_stat_raise(atomic_size_t *max, size_t v) {
 
 /* ---- size classes (size_class.c) ----------------------------------------- */
 extern const uint8_t tm_class_table[129]; /* class of sizes up to 2048, by 16 bytes */
+extern const uint8_t tm_cache_slot_table[129]; /* the same, times 2 (tm_malloc_small) */
 TM_INLINE unsigned tm_size_class_calc(size_t n) {
   if (n <= 128) return n ? (unsigned)((n - 1) >> 4) : 0;
   size_t s = n - 1;

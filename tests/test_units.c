@@ -40,6 +40,7 @@ START_TEST(t_class_bounds) {
     if (c > 0) ck_assert_msg(tm_class_size(c - 1) < n || n == 0, "size %zu not in the smallest class", n);
     if (n > 128) ck_assert_msg((cs - n) * 8 < n, "size %zu wastes %zu bytes in class %zu", n, cs - n, cs);
     if (n <= 2048) ck_assert_uint_eq(tm_class_table[(n + 15) >> 4], tm_size_class_calc(n));
+    if (n <= 2048) ck_assert_uint_eq(tm_cache_slot_table[(n + 15) >> 4], 2 * tm_size_class_calc(n));
   }
   ck_assert_uint_eq(tm_class_size(TM_NUM_CLASSES - 1), TM_SMALL_MAX);
   for (unsigned c = 1; c < TM_NUM_CLASSES; c++) ck_assert_uint_gt(tm_class_size(c), tm_class_size(c - 1));
