@@ -36,32 +36,37 @@ static TM_NOINLINE void *tm_malloc_big(size_t size, bool zero) {
   return tm_huge_alloc(size, TM_ALIGN, zero); /* fresh mappings are zero */
 }
 
-/* A block of class c: the cache's top, else the slow path. The pop runs
- * inside the claim handshake (tm_claim_enter), so that the pager can take
- * the caches of a thread that went idle or blocked. */
-TM_INLINE void *tm_malloc_class(unsigned c) {
-  tm_heap *h = tm_heap_tls;
-  tm_cache *k = &h->cache[c];
+/* A block from the cache k of h: its top, else the slow path. The class is
+ * k's place among h's caches, worked out only off the fast path. The pop
+ * runs inside the claim handshake (tm_claim_enter), so that the pager can
+ * take the caches of a thread that went idle or blocked. */
+TM_INLINE void *tm_malloc_from(tm_heap *h, tm_cache *k) {
   tm_claim_enter(h);
   if (TM_UNLIKELY(tm_claimed(h))) { /* before any look at the cache: the pager is flushing it */
     tm_claim_leave(h);
-    return tm_malloc_claimed(h, c);
+    return tm_malloc_claimed(h, (unsigned)(k - h->cache));
   }
   void **top = k->head;
   if (TM_LIKELY(top != NULL)) {
     void *next = tm_link_get(top);
-    if (TM_UNLIKELY(tm_link_bad(next))) return tm_cache_corrupt(h, c, top);
+    if (TM_UNLIKELY(tm_link_bad(next))) return tm_cache_corrupt(h, (unsigned)(k - h->cache), top);
     k->head = next;
     tm_cache_set_n(k, tm_cache_n(k) - 1);
     tm_claim_leave(h);
     top[1] = NULL; /* no longer marked free (see tm_free_key) */
 #if TIDE_DEBUG
-    memset(top, 0xa5, tm_class_size(c));
+    memset(top, 0xa5, tm_class_size((unsigned)(k - h->cache)));
 #endif
+    __asm__("" : "+r"(top)); /* (keeps gcc from a register move before the return) */
     return top;
   }
   tm_claim_leave(h);
-  return tm_alloc_slow(h, c);
+  return tm_alloc_slow(h, (unsigned)(k - h->cache));
+}
+
+TM_INLINE void *tm_malloc_class(unsigned c) {
+  tm_heap *h = tm_heap_tls;
+  return tm_malloc_from(h, &h->cache[c]);
 }
 
 /* Up to 2 KiB: the table gives the cache's place in the heap in 8-byte
@@ -71,27 +76,7 @@ _Static_assert(sizeof(tm_cache) == 16, "tm_cache_slot_table counts caches in 8-b
 TM_INLINE void *tm_malloc_small(size_t size) {
   unsigned slot = tm_cache_slot_table[(size + 15) >> 4];
   tm_heap *h = tm_heap_tls;
-  tm_cache *k = (tm_cache *)((uintptr_t)h->cache + (uintptr_t)slot * 8);
-  tm_claim_enter(h);
-  if (TM_UNLIKELY(tm_claimed(h))) {
-    tm_claim_leave(h);
-    return tm_malloc_claimed(h, slot / 2);
-  }
-  void **top = k->head;
-  if (TM_LIKELY(top != NULL)) {
-    void *next = tm_link_get(top);
-    if (TM_UNLIKELY(tm_link_bad(next))) return tm_cache_corrupt(h, slot / 2, top);
-    k->head = next;
-    tm_cache_set_n(k, tm_cache_n(k) - 1);
-    tm_claim_leave(h);
-    top[1] = NULL; /* no longer marked free (see tm_free_key) */
-#if TIDE_DEBUG
-    memset(top, 0xa5, tm_class_size(slot / 2));
-#endif
-    return top;
-  }
-  tm_claim_leave(h);
-  return tm_alloc_slow(h, slot / 2);
+  return tm_malloc_from(h, (tm_cache *)((uintptr_t)h->cache + (uintptr_t)slot * 8));
 }
 
 TM_INLINE void *tm_malloc_inline(size_t size) {

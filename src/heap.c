@@ -171,6 +171,19 @@ static void tm_cache_flush(tm_heap *h, unsigned c, unsigned keep) {
   tm_cache_set_n(k, kept);
 }
 
+/* Every class's cache, to the bitmaps and the owners' spans; returns how
+ * many held blocks. A cache whose list and count disagree is flushed too
+ * (in a fork child a push or pop may have been cut between the two). */
+static unsigned tm_caches_flush(tm_heap *h) {
+  unsigned flushed = 0;
+  for (unsigned c = 0; c < TM_NUM_CLASSES; c++)
+    if (h->cache[c].head || tm_cache_n(&h->cache[c])) {
+      tm_cache_flush(h, c, 0);
+      flushed++;
+    }
+  return flushed;
+}
+
 /* The pager holds an idle heap's claim (tm_heap_claim, with the caches):
  * every cached block goes back, as the owner's own flush would send it. A
  * cached block pins its page: burst_idle's two blocked threads kept 22.4 MB
@@ -179,16 +192,12 @@ static void tm_cache_flush(tm_heap *h, unsigned c, unsigned keep) {
 void tm_heap_flush_claimed_caches(tm_heap *h) {
   TM_ASSERT(tm_heap_locked(h) && atomic_load_explicit(&h->claim, memory_order_relaxed) &&
             !atomic_load_explicit(&h->busy, memory_order_relaxed));
-  for (unsigned c = 0; c < TM_NUM_CLASSES; c++)
-    if (tm_cache_n(&h->cache[c])) {
-      tm_cache_flush(h, c, 0);
-      TM_STAT_ADD(caches_claimed, 1);
-    }
+  TM_STAT_ADD(caches_claimed, tm_caches_flush(h));
 }
 
 /* Every cached block, the stash and the outboxes. */
 void tm_heap_flush_caches(tm_heap *h) {
-  for (unsigned c = 0; c < TM_NUM_CLASSES; c++) tm_cache_flush(h, c, 0);
+  tm_caches_flush(h);
   tm_stashes_flush(h);
   tm_outboxes_flush(h);
 }

@@ -43,6 +43,14 @@ static void tm_span_mirror(tm_span *s) {
   }
 }
 
+/* Does m hold what tm_span_mirror and tm_span_set_owner put there? */
+static bool tm_span_mirrors(const tm_span *m, const tm_span *s) {
+  return atomic_load_explicit(&((tm_span *)m)->heap, memory_order_relaxed) ==
+             atomic_load_explicit(&((tm_span *)s)->heap, memory_order_relaxed) &&
+         m->start == s->start && m->block_size == s->block_size && m->capacity == s->capacity &&
+         m->size_class == s->size_class && m->div_inv == s->div_inv && m->div_shift == s->div_shift;
+}
+
 void tm_span_init_small(tm_span *s, unsigned c, tm_heap *owner) {
   tm_segment *seg = tm_segment_of_span(s);
   size_t idx = (size_t)(s - seg->spans);
@@ -351,12 +359,8 @@ int tm_span_check(tm_span *s, tm_heap *expected_owner) {
   unsigned idx = (unsigned)(s - seg->spans);
   for (unsigned j = idx; j < idx + s->slice_count && j < TM_SLICES; j++)
     if (seg->slice_map[j] != idx) problems += tm_check_problem("slice map does not point at the span", s);
-  for (unsigned j = idx + 1; j < idx + s->slice_count && j < TM_SLICES; j++) {
-    tm_span *m = &seg->spans[j];
-    if (atomic_load_explicit(&m->heap, memory_order_relaxed) != atomic_load_explicit(&s->heap, memory_order_relaxed) ||
-        m->start != s->start || m->block_size != s->block_size || m->capacity != s->capacity ||
-        m->size_class != s->size_class || m->div_inv != s->div_inv || m->div_shift != s->div_shift)
+  for (unsigned j = idx + 1; j < idx + s->slice_count && j < TM_SLICES; j++)
+    if (!tm_span_mirrors(&seg->spans[j], s))
       problems += tm_check_problem("a later slice's descriptor does not mirror the span", s);
-  }
   return problems;
 }

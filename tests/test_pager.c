@@ -418,18 +418,23 @@ static void *churns_then_sleeps(void *arg) {
   return NULL;
 }
 
-static void sc_blocked_stash(void) {
+/* A thread that makes blocks (then says "made"), frees them and blocks
+ * (then says so again): what it freed must come back. `v`, its array of
+ * pointers, is made resident before the base is taken. */
+static void run_makes_frees_blocks(const char *what, void *(*thread)(void *), void *v, size_t v_size) {
   if (pipe(made_pipe) != 0 || pipe(block_pipe) != 0) abort();
-  memset(churn_v, 0, sizeof churn_v); /* resident before the base is taken */
+  memset(v, 0, v_size);
   long base = rss_kb();
   pthread_t t;
-  pthread_create(&t, NULL, churns_then_sleeps, NULL);
+  pthread_create(&t, NULL, thread, NULL);
   char c;
   if (read(made_pipe[0], &c, 1) != 1) abort(); /* made */
   long full = rss_kb();
   if (read(made_pipe[0], &c, 1) != 1) abort(); /* freed, and blocked */
-  expect_back_from_blocked("blocked stash", base, full);
+  expect_back_from_blocked(what, base, full);
 }
+
+static void sc_blocked_stash(void) { run_makes_frees_blocks("blocked stash", churns_then_sleeps, churn_v, sizeof churn_v); }
 
 /* A thread makes blocks of every class up to 2 KiB, frees them so that the
  * last blocks of each class, those its cache keeps, lie one a page, on
@@ -469,16 +474,7 @@ static void *caches_then_sleep(void *arg) {
 }
 
 static void sc_blocked_caches(void) {
-  if (pipe(made_pipe) != 0 || pipe(block_pipe) != 0) abort();
-  memset(cached_v, 0, sizeof cached_v); /* resident before the base is taken */
-  long base = rss_kb();
-  pthread_t t;
-  pthread_create(&t, NULL, caches_then_sleep, NULL);
-  char c;
-  if (read(made_pipe[0], &c, 1) != 1) abort(); /* made */
-  long full = rss_kb();
-  if (read(made_pipe[0], &c, 1) != 1) abort(); /* freed, and blocked */
-  expect_back_from_blocked("blocked caches", base, full);
+  run_makes_frees_blocks("blocked caches", caches_then_sleep, cached_v, sizeof cached_v);
 }
 
 /* 64 MiB of 1-4 KiB blocks, 90% freed at random, the rest kept and idle:
