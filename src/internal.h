@@ -652,6 +652,37 @@ TM_INLINE uintptr_t tm_link_mask(const void *b) {
 }
 TM_INLINE void *tm_link_get(const void *b) { return (void *)(*(const uintptr_t *)b ^ tm_link_mask(b)); }
 TM_INLINE void tm_link_set(void *b, const void *next) { *(uintptr_t *)b = (uintptr_t)next ^ tm_link_mask(b); }
+
+/* The outbox's common push: o holds blocks and has room, and no pager
+ * claims the outboxes. False if the lock is needed. The count is read again
+ * after the handshake: one read before it could predate a pager's send-back
+ * that finished just before the claim was looked at, and the push would
+ * count from a length the list no longer has (or fill an empty outbox
+ * without the lock). */
+extern atomic_bool tm_outbox_fast;
+TM_INLINE bool tm_outbox_push_fast(tm_heap *h, tm_outbox *o, void *p) {
+  if (!atomic_load_explicit(&tm_outbox_fast, memory_order_relaxed)) return false;
+  unsigned n = tm_outbox_n(o), cap = o->cap;
+  if (n == 0 || n >= cap) return false; /* the slow path for sure: no handshake */
+  /* the CPU may still move busy's store after the claim's load: the
+   * pager's membarrier is what forbids that, by a barrier on this CPU in
+   * between */
+  tm_claim_enter(h);
+  bool pushed = false;
+  if (TM_LIKELY(!tm_claimed(h))) {
+    n = tm_outbox_n(o);
+    if (TM_LIKELY(n != 0 && n < cap)) {
+      TM_ASSERT(p != o->head);
+      tm_link_set(p, o->head);
+      o->head = p;
+      atomic_store_explicit(&o->n, n + 1, memory_order_relaxed);
+      pushed = true;
+    }
+  }
+  tm_claim_leave(h);
+  return pushed;
+}
+void tm_outbox_free_marked(void *p);
 /* A decoded link that cannot be a block (every block is 16-byte aligned). */
 TM_INLINE bool tm_link_bad(const void *next) { return TIDE_SAFE_LINKS && ((uintptr_t)next & (TM_ALIGN - 1)) != 0; }
 void *tm_cache_corrupt(tm_heap *h, unsigned c, void *top);

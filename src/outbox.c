@@ -168,7 +168,7 @@ void tm_outboxes_flush(tm_heap *h) {
 /* ---- the push without the lock ---------------------------------------------- */
 /* Set once membarrier(2) is registered for the process (by the pager thread
  * as it starts), cleared in a fork child until its own pager registers. */
-static atomic_bool tm_outbox_fast;
+atomic_bool tm_outbox_fast;
 
 void tm_outbox_enable_fast(void) {
   if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0)
@@ -176,35 +176,6 @@ void tm_outbox_enable_fast(void) {
 }
 
 void tm_outbox_after_fork(void) { atomic_store_explicit(&tm_outbox_fast, false, memory_order_relaxed); }
-
-/* The common push: o holds blocks and has room, and no pager claims the
- * outboxes. False if the lock is needed. The count is read again after the
- * handshake: one read before it could predate a pager's send-back that
- * finished just before the claim was looked at, and the push would count
- * from a length the list no longer has (or fill an empty outbox without the
- * lock). */
-static bool tm_outbox_push_fast(tm_heap *h, tm_outbox *o, unsigned cap, void *p) {
-  if (!atomic_load_explicit(&tm_outbox_fast, memory_order_relaxed)) return false;
-  unsigned n = tm_outbox_n(o);
-  if (n == 0 || n >= cap) return false; /* the slow path for sure: no handshake */
-  /* the CPU may still move busy's store after the claim's load: the
-   * pager's membarrier is what forbids that, by a barrier on this CPU in
-   * between */
-  tm_claim_enter(h);
-  bool pushed = false;
-  if (TM_LIKELY(!tm_claimed(h))) {
-    n = tm_outbox_n(o);
-    if (TM_LIKELY(n != 0 && n < cap)) {
-      TM_ASSERT(p != o->head);
-      tm_link_set(p, o->head);
-      o->head = p;
-      atomic_store_explicit(&o->n, n + 1, memory_order_relaxed);
-      pushed = true;
-    }
-  }
-  tm_claim_leave(h);
-  return pushed;
-}
 
 /* The pager, holding h->lock, wants what an idle heap keeps outside the
  * lock's reach: its outboxes and its caches. Returns what it may touch
@@ -257,7 +228,7 @@ void tm_outbox_free(tm_span *s, void *p) {
   unsigned c = s->size_class;
   tm_outbox *o = &h->outbox[c];
   /* 0: M_PERTURB */
-  if (TM_LIKELY(tm_outbox_push_fast(h, o, o->cap, p))) return;
+  if (TM_LIKELY(tm_outbox_push_fast(h, o, p))) return;
   tm_heap_lock(h);
   unsigned cap = o->cap;
   if (TM_UNLIKELY(cap == 0)) {
@@ -272,6 +243,10 @@ void tm_outbox_free(tm_span *s, void *p) {
   if (n + 1 > cap) tm_outbox_flush_newest(h, c, cap / 2);
   tm_heap_unlock(h);
 }
+
+/* free()'s fast path checked p, a block of another heap's span, and marked
+ * it free, but found its outbox empty, full or claimed. */
+void tm_outbox_free_marked(void *p) { tm_outbox_free(tm_span_of(tm_segment_base(p), p), p); }
 
 /* malloc found the cache of class c empty: if the outbox holds at least
  * `min` blocks, it becomes the cache, and its newest block is returned

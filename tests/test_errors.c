@@ -391,6 +391,51 @@ static void sc_double_free_remote_cached(void *arg) {
   free(after);
 }
 
+/* The same checks from a thread whose outbox already holds a block of the
+ * class: free() then takes its shortcut for another heap's block
+ * (tm_free_resolve), which makes them itself, on the slice's descriptor,
+ * before the push that needs no lock. A second free pushed again would make
+ * the outbox loop; an interior pointer pushed would be handed out. */
+static void *g_outbox_first;
+static void *free_remote_twice_after_one(void *arg) {
+  (void)arg;
+  free(g_outbox_first);
+  do_free(g_remote_block);
+  do_free(g_remote_block);
+  return NULL;
+}
+
+static void sc_double_free_remote_outbox(void *arg) {
+  (void)arg;
+  void *keep = malloc(48);
+  g_outbox_first = malloc(48);
+  g_remote_block = malloc(48);
+  pthread_t t;
+  if (pthread_create(&t, NULL, free_remote_twice_after_one, NULL) != 0) _exit(3);
+  pthread_join(t, NULL);
+  printf("not reported at the second free\n");
+  fflush(stdout);
+  free(keep);
+}
+
+static void *free_interior_after_one(void *out) {
+  free(g_outbox_first);
+  void *q = (char *)g_remote_block + 16;
+  *(void **)out = q;
+  do_free(q);
+  printf("not reported at the free\n"); /* (it would be later, when the outbox is sent back) */
+  fflush(stdout);
+  return NULL;
+}
+
+static void sc_free_interior_remote_outbox(void *out) {
+  g_outbox_first = malloc(64);
+  g_remote_block = malloc(64);
+  pthread_t t;
+  if (pthread_create(&t, NULL, free_interior_after_one, out) != 0) _exit(3);
+  pthread_join(t, NULL);
+}
+
 /* Run a scenario in a child: it must abort with `needle` on stderr. */
 static void expect_abort_with(void (*sc)(void *), void *arg, const char *needle, const char *what) {
   struct child_result *r = malloc(sizeof *r);
@@ -446,6 +491,22 @@ START_TEST(t_double_free_remote_list) {
 }
 END_TEST
 
+
+START_TEST(t_remote_free_checks_with_outbox) {
+  expect_abort_with(sc_double_free_remote_outbox, NULL, "double free",
+                    "a block freed twice by another thread whose outbox holds one of its class");
+  void **slot = shared_slot();
+  struct child_result *r = malloc(sizeof *r);
+  ck_assert_ptr_nonnull(r);
+  run_child(sc_free_interior_remote_outbox, slot, r);
+  ck_assert_msg(*slot != NULL && aborted(r) && !strstr(r->out, "not reported"),
+                "free(malloc(64) + 16) by another thread whose outbox holds one of its class: child %s; "
+                "stdout: %s; stderr:\n%s",
+                status_str(r), r->out, r->err);
+  ASSERT_INVALID_POINTER_REPORT(r, "free", *slot);
+  free(r);
+}
+END_TEST
 
 START_TEST(t_double_free_remote_cached) {
   expect_abort_with(sc_double_free_remote_cached, NULL, "double free", "a remote double free of a cached block");
@@ -913,6 +974,7 @@ static Suite *errors_suite(void) {
   tcase_add_test(tc, t_double_free_small_interleaved);
   tcase_add_test(tc, t_double_free_big);
   tcase_add_test(tc, t_double_free_remote_cached);
+  tcase_add_test(tc, t_remote_free_checks_with_outbox);
   tcase_add_test(tc, t_double_free_remote_list);
   tcase_set_timeout(tc, 30);
   suite_add_tcase(s, tc);
