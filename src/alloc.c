@@ -106,13 +106,8 @@ static TM_NOINLINE void tm_free_resolve(void *p, tm_span *d, tm_heap *h) {
   tm_outbox *o = owner && owner != (uintptr_t)h ? &h->outbox[d->size_class] : NULL;
   if (o && TM_LIKELY(tm_outbox_n(o) - 1u < o->cap - 1u) && !tm_perturb() &&
       TM_LIKELY(tm_span_index(d, p) < d->capacity)) {
-    if (TIDE_HARDENED && !tm_guard_check_block("free", p, d->block_size)) return;
-    uint64_t *word = p;
-    if (TM_UNLIKELY(word[1] == tm_free_key())) return tm_free_suspect(p, "free");
-#if TIDE_DEBUG
-    memset(p, 0xdf, d->block_size);
-#endif
-    word[1] = tm_free_key(); /* a second free, from any thread, is caught above */
+    if (!tm_free_foreign_ok(p, d->block_size, "free")) return;
+    tm_free_foreign_mark(p, d->block_size);
     if (TM_LIKELY(tm_outbox_push_fast(h, o, p))) return;
     return tm_outbox_free_marked(p);
   }

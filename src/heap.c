@@ -601,10 +601,9 @@ void tm_free_other(void *p, tm_span *s, const char *who) {
       tm_report_invalid(who, p, "invalid pointer");
       return;
     }
-    if (TIDE_HARDENED && !tm_guard_check_block(who, p, s->block_size)) return;
     /* The free key in word 1: the block sits in a cache, an outbox, on the
      * span's thread_free list, or in its bitmap (see tm_free_suspect). */
-    if (((uint64_t *)p)[1] == tm_free_key()) return tm_free_suspect(p, who);
+    if (!tm_free_foreign_ok(p, s->block_size, who)) return;
     tm_heap *h = tm_heap_tls;
     if (tm_span_owner(s) == h) {
       /* our own full span (the tag sent us here): free into its bitmap and
@@ -618,11 +617,7 @@ void tm_free_other(void *p, tm_span *s, const char *who) {
       tm_heap_unlock(h);
       return;
     }
-#if TIDE_DEBUG
-    memset(p, 0xdf, s->block_size);
-#endif
-    tm_perturb_free(p, s->block_size);
-    ((uint64_t *)p)[1] = tm_free_key(); /* a second free, from any thread, is caught above */
+    tm_free_foreign_mark(p, s->block_size);
     tm_outbox_free(s, p);
   } else if (kind == TM_SPAN_LARGE && p == s->start) {
     if (TIDE_HARDENED && !tm_guard_check_block(who, p, s->large_size)) return;

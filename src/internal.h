@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "lock.h"
 #include "tidemalloc.h"
@@ -711,6 +712,26 @@ bool tm_guard_check(const char *who, void *p);                         /* looks 
 bool tm_guard_check_block(const char *who, void *p, size_t usable); /* p's usable size known */
 size_t tm_guard_requested(const void *p);
 void tm_free_other(void *p, tm_span *s, const char *who);
+/* A small block of another heap, found at an index of its span, about to be
+ * freed (tm_free_other, free()'s shortcut tm_free_resolve): the hardened
+ * guard, then the free key (a second free, reported). False once reported. */
+TM_INLINE bool tm_free_foreign_ok(void *p, size_t block_size, const char *who) {
+  if (TIDE_HARDENED && !tm_guard_check_block(who, p, block_size)) return false;
+  if (TM_UNLIKELY(((uint64_t *)p)[1] == tm_free_key())) {
+    tm_free_suspect(p, who);
+    return false;
+  }
+  return true;
+}
+/* ... and then marked free: the debug fill, M_PERTURB's, and the free key,
+ * with which a second free, from any thread, is caught above. */
+TM_INLINE void tm_free_foreign_mark(void *p, size_t block_size) {
+#if TIDE_DEBUG
+  memset(p, 0xdf, block_size);
+#endif
+  if (TM_UNLIKELY(tm_perturb())) tm_perturb_free(p, block_size);
+  ((uint64_t *)p)[1] = tm_free_key();
+}
 void tm_free_slow(void *p, const char *who);
 void tm_heap_collect_all(tm_heap *h);
 void tm_heap_retire_empty(tm_heap *h, bool outboxes);

@@ -369,6 +369,14 @@ static void sc_double_free_huge(void *arg) {
  * owner's cache (the block then handed out twice, or a wild pointer
  * followed). It must be reported as a double free instead. */
 static void *g_remote_block;
+
+/* Run fn(arg) on a new thread and wait for it. */
+static void on_other_thread(void *(*fn)(void *), void *arg) {
+  pthread_t t;
+  if (pthread_create(&t, NULL, fn, arg) != 0) _exit(3);
+  pthread_join(t, NULL);
+}
+
 static void *free_remote(void *arg) {
   (void)arg;
   do_free(g_remote_block);
@@ -381,9 +389,7 @@ static void sc_double_free_remote_cached(void *arg) {
   g_remote_block = malloc(48);
   void *after = malloc(48);
   free(g_remote_block); /* into this thread's cache */
-  pthread_t t;
-  if (pthread_create(&t, NULL, free_remote, NULL) != 0) _exit(3);
-  pthread_join(t, NULL);
+  on_other_thread(free_remote, NULL);
   /* not reported: show what the corrupted cache does */
   void *a = malloc(48), *b = malloc(48), *c = malloc(48);
   printf("not reported: malloc gave %p %p %p (the block was %p)\n", a, b, c, g_remote_block);
@@ -410,9 +416,7 @@ static void sc_double_free_remote_outbox(void *arg) {
   void *keep = malloc(48);
   g_outbox_first = malloc(48);
   g_remote_block = malloc(48);
-  pthread_t t;
-  if (pthread_create(&t, NULL, free_remote_twice_after_one, NULL) != 0) _exit(3);
-  pthread_join(t, NULL);
+  on_other_thread(free_remote_twice_after_one, NULL);
   printf("not reported at the second free\n");
   fflush(stdout);
   free(keep);
@@ -431,9 +435,7 @@ static void *free_interior_after_one(void *out) {
 static void sc_free_interior_remote_outbox(void *out) {
   g_outbox_first = malloc(64);
   g_remote_block = malloc(64);
-  pthread_t t;
-  if (pthread_create(&t, NULL, free_interior_after_one, out) != 0) _exit(3);
-  pthread_join(t, NULL);
+  on_other_thread(free_interior_after_one, out);
 }
 
 /* Run a scenario in a child: it must abort with `needle` on stderr. */
@@ -450,18 +452,12 @@ static void expect_abort_with(void (*sc)(void *), void *arg, const char *needle,
  * until the owner collects it. A second free of it, from that thread or
  * from the owner, must be reported at once: pushed again, the list loops;
  * cached by the owner, the block is handed out twice. */
-static void free_remote_joined(void) {
-  pthread_t t;
-  if (pthread_create(&t, NULL, free_remote, NULL) != 0) _exit(3);
-  pthread_join(t, NULL);
-}
-
 static void sc_double_free_remote_twice(void *arg) {
   (void)arg;
   void *keep = malloc(48);
   g_remote_block = malloc(48);
-  free_remote_joined();
-  free_remote_joined();
+  on_other_thread(free_remote, NULL);
+  on_other_thread(free_remote, NULL);
   printf("not reported at the second free\n");
   fflush(stdout);
   free(keep);
@@ -471,7 +467,7 @@ static void sc_double_free_remote_then_owner(void *arg) {
   (void)arg;
   void *keep = malloc(48);
   g_remote_block = malloc(48);
-  free_remote_joined();
+  on_other_thread(free_remote, NULL);
   do_free(g_remote_block); /* the owner frees it again */
   void *a = malloc(48), *b = malloc(48);
   printf("not reported: malloc gave %p %p (the block was %p)\n", a, b, g_remote_block);
