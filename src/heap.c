@@ -218,6 +218,7 @@ static void tm_heap_scavenge(tm_heap *h) {
     }
     h->misses[c] = 0;
   }
+  tm_stash_scavenged(h);
 }
 
 /* ---- cache capacities and M_PERTURB ---------------------------------------- */
@@ -520,7 +521,7 @@ static void *tm_heap_alloc_slow(tm_heap *h, unsigned c) {
    * (passive false sharing); half a refill's worth instead */
   void *p = tm_outbox_take(h, c, tm_refill_count(&h->cache[c], tm_class_size(c)) / 2 + 1);
   if (!p) p = tm_stash_take(h, c); /* then what the cache let go of */
-  if (!p) p = tm_heap_refill(h, c);
+  if (!p && (p = tm_heap_refill(h, c)) != NULL) tm_stash_refilled(h, c);
   tm_heap_unlock(h);
   if (!p) errno = ENOMEM;
   return p;

@@ -258,6 +258,11 @@ typedef struct tm_stash_list {
  * up a little for it: 1.08x the old flush against 1.12x. */
 #define TM_STASH_LISTS 128
 #define TM_STASH_BYTES ((size_t)256 << 10)
+/* A heap that thrashes (a class's list found no room, and the class then
+ * refilled from its spans: the blocks went to the bitmaps and came back out
+ * of them) doubles its budget, up to 4 times the base (src/stash.c); a
+ * scavenge that finds no overflow since the last one halves it again. */
+#define TM_STASH_GROW_MAX 2
 
 /* What the pager asks of a heap's owner (flush_request), honoured on its
  * next slow path. */
@@ -275,6 +280,11 @@ typedef struct tm_heap {
   tm_stash_list stash_lists[TM_STASH_LISTS];
   uint64_t stash_used[TM_STASH_LISTS / 64]; /* descriptors in use */
   size_t stash_bytes;  /* bytes of blocks in all stashed lists */
+  uint32_t stash_clock; /* puts and takes of the stash, to age its classes */
+  uint32_t stash_seen[TM_NUM_CLASSES]; /* per class, stash_clock at its last put or take */
+  uint8_t stash_grow;     /* the budget is TM_STASH_BYTES << stash_grow */
+  uint8_t stash_overflow; /* the class (+ 1) whose list last found no room, 0 if none */
+  uint8_t stash_overflowed; /* a list found no room since the last scavenge */
   /* the claim handshake (src/outbox.c): the owner works on its caches or
    * pushes on an outbox without the lock while busy; the pager, holding the
    * lock, may touch them while it holds the claim */
@@ -559,6 +569,9 @@ tm_span *tm_remote_list_take(struct tm_heap *h);
 unsigned tm_blocks_release(tm_heap *h, void *list, unsigned max);
 /* the stash (stash.c); h->lock held */
 bool tm_stash_put(tm_heap *h, unsigned c, void *list, unsigned n);
+size_t tm_stash_budget(const tm_heap *h);
+void tm_stash_refilled(tm_heap *h, unsigned c);
+void tm_stash_scavenged(tm_heap *h);
 void *tm_stash_take(tm_heap *h, unsigned c);
 void tm_stash_flush(tm_heap *h, unsigned c);
 void tm_stashes_flush(tm_heap *h);

@@ -7,6 +7,7 @@
 
 #include <check.h>
 #include <errno.h>
+#include <pthread.h>
 #include "checkrun.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -325,22 +326,22 @@ static unsigned stashed_blocks(const tm_heap *h, unsigned c) {
 }
 
 START_TEST(t_stash) {
-  enum { N = 3000 };
+  enum { N = 6000, FIRST = 3000 }; /* FIRST blocks of 64 bytes fit the base budget */
   static void *v[N];
   tm_pager_opt.enabled = 0; /* its scavenges would come at times the test cannot tell */
   unsigned c = tm_size_class(64);
   tm_heap *h;
-  for (int i = 0; i < N; i++) ck_assert_ptr_nonnull(v[i] = malloc(req_for_class(c)));
+  for (int i = 0; i < FIRST; i++) ck_assert_ptr_nonnull(v[i] = malloc(req_for_class(c)));
   h = tm_heap_tls;
   ck_assert_uint_eq(stashed_blocks(h, c), 0);
   unsigned left = tm_cache_n(&h->cache[c]); /* the last refill's rest */
-  for (int i = 0; i < N; i++) free(v[i]);
+  for (int i = 0; i < FIRST; i++) free(v[i]);
   /* the overflows went to the stash, each a whole cache (a block of a span
    * that was full goes to its bitmap instead: the slow path frees it) */
   unsigned stashed = stashed_blocks(h, c), lists = stash_lists(h, c), in_cache = tm_cache_n(&h->cache[c]);
   ck_assert_uint_gt(lists, 1);
-  ck_assert_uint_le(stashed + in_cache, N + left);
-  ck_assert_uint_gt(stashed, N * 9 / 10);
+  ck_assert_uint_le(stashed + in_cache, FIRST + left);
+  ck_assert_uint_gt(stashed, FIRST * 9 / 10);
   ck_assert_uint_eq(h->stash_bytes, (size_t)stashed * tm_class_size(c));
   struct tide_stats st;
   tide_get_stats(&st);
@@ -364,22 +365,38 @@ START_TEST(t_stash) {
   tide_collect();
   ck_assert_uint_eq(h->stash_bytes, 0);
   ck_assert_uint_eq(stashed_blocks(h, c), 0);
-  /* bounded, in lists and in bytes: every class up to 8 KiB overflows its
-   * cache in turn (the small ones use up the lists), then 8 KiB blocks
-   * alone (the bytes) */
-  for (unsigned k = 0; k < TM_NUM_CLASSES && tm_class_size(k) <= 8192; k++) {
-    for (int i = 0; i < 600; i++) ck_assert_ptr_nonnull(v[i] = malloc(req_for_class(k)));
-    for (int i = 0; i < 600; i++) free(v[i]);
-    ck_assert_uint_le(h->stash_bytes, TM_STASH_BYTES);
-  }
-  unsigned all = 0;
-  for (unsigned k = 0; k < TM_NUM_CLASSES; k++) all += stash_lists(h, k);
-  ck_assert_uint_eq(all, TM_STASH_LISTS);
+  /* bounded in lists: one class in use (never cold) overflows its cache
+   * until it holds every list */
+  unsigned small = tm_size_class(16), mid = tm_size_class(64);
+  for (int i = 0; i < N; i++) ck_assert_ptr_nonnull(v[i] = malloc(req_for_class(small)));
+  for (int i = 0; i < N; i++) free(v[i]);
+  ck_assert_uint_eq(stash_lists(h, small), TM_STASH_LISTS);
   ck_assert_int_eq(tm_heap_check(h), 0);
   tide_collect();
-  unsigned k = tm_size_class(8192);
-  for (int i = 0; i < 600; i++) ck_assert_ptr_nonnull(v[i] = malloc(req_for_class(k)));
-  for (int i = 0; i < 600; i++) free(v[i]);
+  /* two classes freed in turn both keep their lists: neither is cold, so
+   * neither evicts the other once the lists run out */
+  for (int i = 0; i < N / 2; i++) {
+    ck_assert_ptr_nonnull(v[2 * i] = malloc(req_for_class(small)));
+    ck_assert_ptr_nonnull(v[2 * i + 1] = malloc(req_for_class(mid)));
+  }
+  for (int i = 0; i < N; i++) free(v[i]);
+  unsigned both = stash_lists(h, small) + stash_lists(h, mid);
+  ck_assert_uint_eq(both, TM_STASH_LISTS);
+  ck_assert_uint_gt(stash_lists(h, small), TM_STASH_LISTS / 4);
+  ck_assert_uint_gt(stash_lists(h, mid), TM_STASH_LISTS / 4);
+  ck_assert_int_eq(tm_heap_check(h), 0);
+  /* a class left alone goes cold: a class that needs room then sends its
+   * lists back. Not at once: the two were in use a moment ago, so the new
+   * class's first lists find no room (their older halves go to the
+   * bitmaps), and each such try ages the others */
+  unsigned k = tm_size_class(1024);
+  for (int i = 0; i < 3000; i++) ck_assert_ptr_nonnull(v[i] = malloc(req_for_class(k)));
+  for (int i = 0; i < 3000; i++) free(v[i]);
+  ck_assert_uint_eq(stash_lists(h, small), 0);
+  ck_assert_uint_eq(stash_lists(h, mid), 0);
+  ck_assert_uint_gt(stash_lists(h, k), 1);
+  /* bounded in bytes, at the base budget while nothing thrashed */
+  ck_assert_uint_eq(h->stash_grow, 0);
   ck_assert_uint_le(h->stash_bytes, TM_STASH_BYTES);
   ck_assert_uint_gt(h->stash_bytes, TM_STASH_BYTES / 2);
   ck_assert_int_eq(tm_heap_check(h), 0);
@@ -391,6 +408,53 @@ START_TEST(t_stash) {
   }
   ck_assert_uint_eq(stashed_blocks(h, k), 0);
   ck_assert_int_eq(tm_heap_check(h), 0);
+}
+END_TEST
+
+/* A heap that thrashes doubles its stash budget, up to TM_STASH_GROW_MAX
+ * times, and scavenges that find no overflow halve it again. Rounds of
+ * 1,600 blocks of 512 bytes (800 KiB, glibc-simple's largest), on a thread
+ * of its own, whose heap starts at the base budget: the first round's frees
+ * overflow it, and each later round's refill from the spans doubles it,
+ * until the whole round fits. */
+static void *stash_grows(void *arg) {
+  (void)arg;
+  enum { R = 1600 };
+  static void *w[R];
+  unsigned c = tm_size_class(512);
+  tm_heap *h = NULL;
+  for (int round = 0; round < 4; round++) {
+    for (int i = 0; i < R; i++) ck_assert_ptr_nonnull(w[i] = malloc(req_for_class(c)));
+    h = tm_heap_tls;
+    if (round == 0) ck_assert_uint_eq(h->stash_grow, 0);
+    if (round == 1) ck_assert_uint_eq(h->stash_grow, 1);
+    for (int i = 0; i < R; i++) free(w[i]);
+    ck_assert_uint_le(h->stash_bytes, tm_stash_budget(h));
+  }
+  ck_assert_uint_eq(h->stash_grow, TM_STASH_GROW_MAX);
+  ck_assert_uint_le(tm_stash_budget(h), (size_t)1 << 20);
+  ck_assert_uint_ge(stashed_blocks(h, c) + tm_cache_n(&h->cache[c]), R); /* the last rounds kept every block */
+  ck_assert_int_eq(tm_heap_check(h), 0);
+  /* the first scavenge sees the overflows of the first rounds; the next
+   * two see none */
+  unsigned grow[3];
+  for (int i = 0; i < 3; i++) {
+    atomic_store(&h->flush_request, TM_ASK_SCAVENGE);
+    tm_heap_catch_up();
+    grow[i] = h->stash_grow;
+  }
+  ck_assert_uint_eq(grow[0], TM_STASH_GROW_MAX);
+  ck_assert_uint_eq(grow[1], TM_STASH_GROW_MAX - 1);
+  ck_assert_uint_eq(grow[2], TM_STASH_GROW_MAX - 2);
+  ck_assert_int_eq(tm_heap_check(h), 0);
+  return NULL;
+}
+
+START_TEST(t_stash_grows) {
+  tm_pager_opt.enabled = 0; /* its scavenges would come at times the test cannot tell */
+  pthread_t t;
+  ck_assert_int_eq(pthread_create(&t, NULL, stash_grows, NULL), 0);
+  ck_assert_int_eq(pthread_join(t, NULL), 0);
 }
 END_TEST
 
@@ -520,6 +584,7 @@ int main(void) {
   tcase_add_test(tc, t_no_nohuge_without_thp_always);
   tcase_add_test(tc, t_delay_next);
   tcase_add_test(tc, t_stash);
+  tcase_add_test(tc, t_stash_grows);
   tcase_add_test(tc, t_slice_desc);
   tcase_add_test(tc, t_map_aligned_wrap);
   suite_add_tcase(su, tc);
