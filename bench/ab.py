@@ -8,7 +8,9 @@ LIB runs it on the system malloc), the order rotated by one library per
 round, and reads the last ops_per_sec=N it prints. Prints, per library, the
 median ops/s, the ratio of its median to the first library's, and the
 median of the per-round ratios to the first library (paired: both runs of a
-round saw the same machine). A run that prints no figure fails the script.
+round saw the same machine), and the median of its peak RSS (the kernel's
+maxrss of the run) with its ratio to the first library's. A run that prints
+no figure fails the script.
 """
 import os
 import re
@@ -27,11 +29,15 @@ def main(argv):
         sys.stderr.write("ab.py: libraries are NAME=LIB\n")
         return 2
     res = {name: [] for name, _ in libs}
+    rss = {name: [] for name, _ in libs}
     for r in range(rounds):
         k = r % len(libs)
         for name, lib in libs[k:] + libs[:k]:
             env = dict(os.environ, LD_PRELOAD=lib)
-            out = subprocess.run(cmd, env=env, capture_output=True, text=True).stdout
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            out = proc.stdout.read()
+            _, _, usage = os.wait4(proc.pid, 0)
+            rss[name].append(usage.ru_maxrss)
             m = re.findall(r"ops_per_sec=([0-9.e+]+)", out)
             if not m:
                 sys.stderr.write(f"ab.py: {name}: no ops_per_sec in the output of {' '.join(cmd)}\n")
@@ -41,8 +47,10 @@ def main(argv):
     for name, _ in libs:
         paired = [x / y for x, y in zip(res[name], res[base])]
         med = statistics.median(res[name])
+        kb = statistics.median(rss[name])
         print(f"{name}: median {med:.0f} ratio-of-medians {med / statistics.median(res[base]):.4f} "
-              f"median-paired-ratio {statistics.median(paired):.4f}")
+              f"median-paired-ratio {statistics.median(paired):.4f} "
+              f"peak-rss-kb {kb:.0f} rss-ratio {kb / statistics.median(rss[base]):.3f}")
     return 0
 
 
