@@ -8,15 +8,16 @@ LIB runs it on the system malloc), the order rotated by one library per
 round, and reads the last ops_per_sec=N it prints. Prints, per library, the
 median ops/s, the ratio of its median to the first library's, and the
 median of the per-round ratios to the first library (paired: both runs of a
-round saw the same machine), and the median of its peak RSS (the kernel's
-maxrss of the run) with its ratio to the first library's. A run that prints
+round saw the same machine), and the median of its peak RSS (bench/
+peakrss.py: GNU time's maxrss of the program alone) with its ratio to the
+first library's. A run that prints
 no figure fails the script.
 """
-import os
 import re
 import statistics
-import subprocess
 import sys
+
+import peakrss
 
 
 def main(argv):
@@ -33,11 +34,8 @@ def main(argv):
     for r in range(rounds):
         k = r % len(libs)
         for name, lib in libs[k:] + libs[:k]:
-            env = dict(os.environ, LD_PRELOAD=lib)
-            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-            out = proc.stdout.read()
-            _, _, usage = os.wait4(proc.pid, 0)
-            rss[name].append(usage.ru_maxrss)
+            _, out, kb = peakrss.run(cmd, lib)
+            rss[name].append(kb or 0)
             m = re.findall(r"ops_per_sec=([0-9.e+]+)", out)
             if not m:
                 sys.stderr.write(f"ab.py: {name}: no ops_per_sec in the output of {' '.join(cmd)}\n")

@@ -10,7 +10,8 @@ glibc-simple, glibc-thread, alloc-test, mstress and rbstress, plus our larson
 and xthread) under glibc, tcmalloc, mimalloc, jemalloc and tidemalloc. Each
 round runs every allocator once per workload, the order rotated by one per
 round. For each run it reads the last ops_per_sec=N the program prints and
-the process's peak RSS (wait4's ru_maxrss). Prints a markdown table: per
+the program's peak RSS (bench/peakrss.py: GNU time's maxrss of the program
+alone, not wait4's, which was at least Python's own 14-15 MB). Prints a markdown table: per
 workload and allocator, the median ops/s and peak RSS; and tidemalloc's
 throughput over the best peer's and its peak RSS over the leanest peer's
 (issue 8's bar: at least 1.0 and at most 1.1). A run that fails or prints no
@@ -20,8 +21,9 @@ import argparse
 import os
 import re
 import statistics
-import subprocess
 import sys
+
+import peakrss
 
 LIBDIR = "/usr/lib/x86_64-linux-gnu"
 PEERS = [
@@ -48,16 +50,11 @@ WORKLOADS = [
 
 
 def run_once(cmd, lib):
-    env = dict(os.environ)
-    env["LD_PRELOAD"] = lib
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    status, out, kb = peakrss.run(cmd, lib)
     m = re.findall(r"ops_per_sec=([0-9.e+]+)", out)
-    if proc.returncode != 0 or not m:
+    if status != 0 or not m or kb is None:
         return None
-    return float(m[-1]), usage.ru_maxrss  # KiB
+    return float(m[-1]), kb
 
 
 def main():

@@ -5,7 +5,8 @@
 #
 # usage: scripts/deps.sh [--test|--bench|--all]
 #   --test (default): build and test; --bench and --all add what the
-#   measurement suite runs: gnuplot, redis, sqlite3, rocksdb (db_bench).
+#   measurement suite runs: gnuplot, redis, sqlite3, rocksdb (db_bench),
+#   GNU time (the peak RSS of bench/ab.py and bench/mbench.py).
 set -e
 
 case "${1:-}" in
@@ -32,7 +33,7 @@ libmimalloc-dev
 libjemalloc-dev
 "
 case "${1:-}" in
-  --bench|--all) PACKAGES="$PACKAGES gnuplot-nox redis-server redis-tools sqlite3 rocksdb-tools procps" ;;
+  --bench|--all) PACKAGES="$PACKAGES gnuplot-nox redis-server redis-tools sqlite3 rocksdb-tools procps time" ;;
 esac
 
 missing=
