@@ -264,6 +264,15 @@ typedef struct tm_stash_list {
  * scavenge that finds no overflow since the last one halves it again. */
 #define TM_STASH_GROW_MAX 2
 
+/* A class that none of the last 64 slow paths of its heap were for is cold:
+ * its stash makes room for a class in use (src/stash.c), and before the
+ * heap takes new slices its cache, stash and empty spans go back
+ * (tm_heap_release_cold). */
+#define TM_CLASS_COLD_AGE 64u
+/* One none of the last 4,096 were for is gone: its current span and spare
+ * retire too, if empty (tm_heap_release_cold). */
+#define TM_CLASS_GONE_AGE 4096u
+
 /* What the pager asks of a heap's owner (flush_request), honoured on its
  * next slow path. */
 enum { TM_ASK_NONE = 0, TM_ASK_SCAVENGE = 1, TM_ASK_FLUSH = 2 };
@@ -280,8 +289,8 @@ typedef struct tm_heap {
   tm_stash_list stash_lists[TM_STASH_LISTS];
   uint64_t stash_used[TM_STASH_LISTS / 64]; /* descriptors in use */
   size_t stash_bytes;  /* bytes of blocks in all stashed lists */
-  uint32_t stash_clock; /* puts and takes of the stash, to age its classes */
-  uint32_t stash_seen[TM_NUM_CLASSES]; /* per class, stash_clock at its last put or take */
+  uint32_t class_clock; /* the owner's slow paths, to age its classes (tm_class_touch) */
+  uint32_t class_seen[TM_NUM_CLASSES]; /* per class, class_clock at its last slow path */
   uint8_t stash_grow;     /* the budget is TM_STASH_BYTES << stash_grow */
   uint8_t stash_overflow; /* the class (+ 1) whose list last found no room, 0 if none */
   uint8_t stash_overflowed; /* a list found no room since the last scavenge */
@@ -308,6 +317,12 @@ typedef struct tm_heap {
   struct tm_heap *next_all;  /* list of every heap ever made (never freed) */
   struct tm_heap *next_pool; /* pool of heaps of exited threads */
 } tm_heap;
+
+/* A slow path for class c (h->lock held): it is in use, every other class
+ * ages by one. */
+TM_INLINE void tm_class_touch(tm_heap *h, unsigned c) { h->class_seen[c] = ++h->class_clock; }
+/* Slow paths since class c's last one (unsigned: right across wraps). */
+TM_INLINE uint32_t tm_class_age(const tm_heap *h, unsigned c) { return h->class_clock - h->class_seen[c]; }
 
 TM_INLINE unsigned tm_heap_state(const tm_heap *h) {
   return atomic_load_explicit(&((tm_heap *)h)->state, memory_order_relaxed);
@@ -570,6 +585,7 @@ unsigned tm_blocks_release(tm_heap *h, void *list, unsigned max);
 /* the stash (stash.c); h->lock held */
 bool tm_stash_put(tm_heap *h, unsigned c, void *list, unsigned n);
 size_t tm_stash_budget(const tm_heap *h);
+bool tm_stash_evict_cold(tm_heap *h);
 void tm_stash_refilled(tm_heap *h, unsigned c);
 void tm_stash_scavenged(tm_heap *h);
 void *tm_stash_take(tm_heap *h, unsigned c);

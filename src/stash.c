@@ -45,22 +45,19 @@ static void tm_stash_desc_drop(tm_heap *h, unsigned i) {
   h->stash_used[i / 64] &= ~((uint64_t)1 << (i % 64));
 }
 
-/* A class whose stash no put or take used for this many of the heap's
- * stash operations is cold: when the stash is full, its lists go back to
- * the bitmaps to make room. A program that moves on to another size would
+/* When the stash is full, the coldest class's lists (if it is cold: no slow
+ * path of the heap was for it in the last TM_CLASS_COLD_AGE) go back to the
+ * bitmaps to make room. A program that moves on to another size would
  * otherwise leave the budget to blocks it no longer asks for, and every
  * list of the new size would go to the bitmaps and come back out of them
  * (glibc-simple's configurations one after the other). The age keeps two
- * classes in use at once from evicting each other's lists in turn. */
-#define TM_STASH_COLD_AGE 64u
-
-/* Send the coldest class's stash back to the bitmaps; false if no class is
- * cold. h->lock held. */
-static bool tm_stash_evict_cold(tm_heap *h) {
+ * classes in use at once from evicting each other's lists in turn. False if
+ * no class with a stash is cold. h->lock held. */
+bool tm_stash_evict_cold(tm_heap *h) {
   unsigned coldest = TM_NUM_CLASSES;
-  uint32_t oldest = TM_STASH_COLD_AGE - 1u;
+  uint32_t oldest = TM_CLASS_COLD_AGE - 1u;
   for (unsigned k = 0; k < TM_NUM_CLASSES; k++) {
-    uint32_t age = h->stash_clock - h->stash_seen[k]; /* unsigned: right across wraps */
+    uint32_t age = tm_class_age(h, k);
     if (h->stash_top[k] && age > oldest) {
       oldest = age;
       coldest = k;
@@ -79,7 +76,6 @@ bool tm_stash_put(tm_heap *h, unsigned c, void *list, unsigned n) {
   size_t bytes = (size_t)n * tm_class_size(c);
   size_t budget = tm_stash_budget(h);
   if (!list || !n) return false;
-  h->stash_seen[c] = ++h->stash_clock;
   int i;
   while (h->stash_bytes + bytes > budget || (i = tm_stash_desc_new(h)) < 0) {
     if (!tm_stash_evict_cold(h)) {
@@ -137,7 +133,6 @@ static tm_stash_list tm_stash_pop(tm_heap *h, unsigned c) {
 void *tm_stash_take(tm_heap *h, unsigned c) {
   if (!h->stash_top[c] || tm_cache_n(&h->cache[c]) != 0) return NULL;
   tm_stash_list l = tm_stash_pop(h, c);
-  h->stash_seen[c] = ++h->stash_clock;
   TM_ASSERT(l.n <= h->cache[c].cap);
   return tm_cache_take_list(&h->cache[c], l.head, l.n);
 }

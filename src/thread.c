@@ -60,8 +60,8 @@ static void tm_heap_reset(tm_heap *h) {
   memset(h->stash_used, 0, sizeof h->stash_used);
   h->stash_bytes = 0;
   /* a new thread starts with the base budget and no history */
-  h->stash_clock = 0;
-  memset(h->stash_seen, 0, sizeof h->stash_seen);
+  h->class_clock = 0;
+  memset(h->class_seen, 0, sizeof h->class_seen);
   h->stash_grow = h->stash_overflow = h->stash_overflowed = 0;
   h->full.first = h->full.last = NULL;
   /* the claim handshake starts over: a thread that vanished in a fork may

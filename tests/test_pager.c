@@ -31,20 +31,6 @@
 static char self_exe[4096];
 
 /* ---- what a scenario can look at ------------------------------------------- */
-/* The kB figure of `field` in a /proc file of ours (status, smaps_rollup). */
-static long proc_kb(const char *path, const char *field) {
-  char buf[4096];
-  int fd = open(path, O_RDONLY);
-  if (fd < 0) return -1;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0) return -1;
-  buf[n] = 0;
-  char *p = strstr(buf, field);
-  return p ? strtol(p + strlen(field) + 1, NULL, 10) : -1;
-}
-static long status_kb(const char *field) { return proc_kb("/proc/self/status", field); }
-static long rss_kb(void) { return status_kb("VmRSS"); }
 
 /* Number of this process's threads named `name`. Allocates nothing (raw
  * getdents64 into a stack buffer): an opendir would itself start a pager. */

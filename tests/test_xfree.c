@@ -177,16 +177,6 @@ static void *free_batch_and_exit(void *arg) {
   return NULL; /* exits with others' blocks in its outbox (src/outbox.c) */
 }
 
-static long rss_kb(void) {
-  FILE *f = fopen("/proc/self/statm", "r");
-  long size = 0, res = 0;
-  if (f) {
-    if (fscanf(f, "%ld %ld", &size, &res) != 2) res = 0;
-    fclose(f);
-  }
-  return res * (sysconf(_SC_PAGESIZE) / 1024);
-}
-
 START_TEST(t_exit_after_foreign_frees) {
   enum { ROUNDS = 40, THREADS = 4, PER = 2000 };
   static item items[THREADS][PER];

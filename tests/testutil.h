@@ -213,4 +213,23 @@ static inline int run_self(const char *exe, const char *arg, const char *const *
   return wait_with_timeout(pid, status, timeout);
 }
 
+/* The kB figure of `field` in a /proc file of ours (status, smaps_rollup).
+ * Allocates nothing (a read into a stack buffer), so it can be asked in the
+ * middle of a measurement. */
+static inline long proc_kb(const char *path, const char *field) {
+  char buf[4096];
+  int fd = open(path, O_RDONLY);
+  if (fd < 0) return -1;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return -1;
+  buf[n] = 0;
+  char *p = strstr(buf, field);
+  return p ? strtol(p + strlen(field) + 1, NULL, 10) : -1;
+}
+static inline long status_kb(const char *field) { return proc_kb("/proc/self/status", field); }
+/* Resident memory now, from the kernel (tests of memory measure this, not
+ * our counters). */
+static inline long rss_kb(void) { return status_kb("VmRSS"); }
+
 #endif /* TIDE_TESTUTIL_H */
