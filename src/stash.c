@@ -137,8 +137,12 @@ void *tm_stash_take(tm_heap *h, unsigned c) {
   return tm_cache_take_list(&h->cache[c], l.head, l.n);
 }
 
-/* Send every stashed list of class c back to the spans (h->lock held). */
+/* Send every stashed list of class c back to the spans (h->lock held). Its
+ * overflow is forgotten with them: a refill long after (a cold class's
+ * lists were evicted, or a scavenge sent them back) is not a round trip
+ * through the bitmaps, and must not grow the budget. */
 void tm_stash_flush(tm_heap *h, unsigned c) {
+  if (h->stash_overflow == c + 1) h->stash_overflow = 0;
   while (h->stash_top[c]) {
     tm_stash_list l = tm_stash_pop(h, c);
     unsigned sent = tm_blocks_release(h, l.head, TM_CACHE_LIMIT + 1);
