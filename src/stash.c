@@ -101,7 +101,7 @@ size_t tm_stash_budget(const tm_heap *h) {
 /* Class c's cache miss was served by its spans (h->lock held). If c's list
  * was the last to find no room, its blocks made the round trip through the
  * bitmaps: glibc-simple's rounds of 1,600 blocks of 256 or 512 bytes (400
- * and 800 KiB) ran at 1.3-1.7x tcmalloc's time per pair with the base
+ * and 800 KiB) ran at 1.3-1.8x tcmalloc's time per pair with the base
  * budget alone. */
 void tm_stash_refilled(tm_heap *h, unsigned c) {
   if (h->stash_overflow != c + 1) return;
