@@ -73,12 +73,13 @@ bool tm_stash_evict_cold(tm_heap *h) {
  * h->lock held. */
 bool tm_stash_put(tm_heap *h, unsigned c, void *list, unsigned n) {
   TM_ASSERT(tm_heap_locked(h));
-  size_t bytes = (size_t)n * tm_class_size(c);
-  size_t budget = tm_stash_budget(h);
   if (!list || !n) return false;
-  int i;
-  while (h->stash_bytes + bytes > budget || (i = tm_stash_desc_new(h)) < 0) {
-    if (!tm_stash_evict_cold(h)) {
+  size_t bytes = (size_t)n * tm_class_size(c), budget = tm_stash_budget(h);
+  int i = -1;
+  /* a list the whole budget cannot hold (16 blocks above 16 KiB at the
+   * base) evicts nobody: it would find no room all the same */
+  while (bytes > budget || h->stash_bytes + bytes > budget || (i = tm_stash_desc_new(h)) < 0) {
+    if (bytes > budget || !tm_stash_evict_cold(h)) {
       h->stash_overflow = (uint8_t)(c + 1);
       h->stash_overflowed = 1;
       return false;
